@@ -1,0 +1,311 @@
+//! Server → client frames: replies, errors and pushes. Each type serializes to the
+//! exact JSON documented in docs/protocol.md and deserializes back (for clients).
+
+use crate::{CloseCode, ErrorCode};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `{"type":"reply","id":N,"result":{…}}`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply<T> {
+    #[serde(rename = "type")]
+    pub kind: ReplyTag,
+    pub id: Option<u64>,
+    pub result: T,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyTag {
+    Reply,
+}
+
+/// Encodes a reply frame.
+pub fn reply_frame<T: Serialize>(id: Option<u64>, result: &T) -> String {
+    serde_json::to_string(&Reply {
+        kind: ReplyTag::Reply,
+        id,
+        result,
+    })
+    .expect("reply types always serialize")
+}
+
+/// `{"type":"error","id":N,"code":"…","message":"…"}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Encodes an error frame.
+pub fn error_frame(
+    id: Option<u64>,
+    code: ErrorCode,
+    message: &str,
+    retry_after_ms: Option<u64>,
+) -> String {
+    serde_json::to_string(&ErrorFrame {
+        kind: "error".into(),
+        id,
+        code,
+        message: message.into(),
+        retry_after_ms,
+    })
+    .expect("error frames always serialize")
+}
+
+/// The empty result `{}`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    pub max_subscriptions: usize,
+    pub max_rooms: usize,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectResult {
+    pub client_id: String,
+    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub protocol: u32,
+    pub server: String,
+    pub ping_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub limits: Limits,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub sid: String,
+    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub metadata: Box<RawValue>,
+    pub joined_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinResult {
+    pub room: String,
+    pub participant: ParticipantInfo,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResult {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A stored publication as it appears in history and recovery results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    pub offset: u64,
+    pub data: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub ts: u64,
+}
+
+/// Why a recovery could not cover the gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryFailure {
+    EpochChanged,
+    HistoryExpired,
+    TooMany,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    pub channel: String,
+    pub epoch: String,
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RecoveryFailure>,
+    pub publications: Vec<Publication>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryResult {
+    pub channel: String,
+    pub epoch: String,
+    pub offset: u64,
+    pub earliest: u64,
+    pub publications: Vec<Publication>,
+}
+
+/// `publication` push. Serialized once per publication and shared by all subscribers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublicationPush<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub channel: &'a str,
+    pub offset: u64,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    pub ts: u64,
+}
+
+/// Encodes a `publication` push.
+pub fn publication_frame(channel: &str, p: &Publication) -> String {
+    serde_json::to_string(&PublicationPush {
+        kind: "publication",
+        channel,
+        offset: p.offset,
+        data: &p.data,
+        from: p.from.as_deref(),
+        ts: p.ts,
+    })
+    .expect("publications always serialize")
+}
+
+/// Presence and room pushes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomEvent {
+    ParticipantJoined {
+        room: String,
+        participant: ParticipantInfo,
+    },
+    ParticipantUpdated {
+        room: String,
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        room: String,
+        sid: String,
+        identity: String,
+        reason: LeaveReason,
+    },
+    Removed {
+        room: String,
+        reason: LeaveReason,
+    },
+}
+
+impl RoomEvent {
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).expect("room events always serialize")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    Removed,
+    DuplicateIdentity,
+}
+
+/// `signal` push.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignalPush<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub room: &'a str,
+    pub from: &'a str,
+    pub from_identity: &'a str,
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+pub fn signal_frame(room: &str, from: &str, from_identity: &str, data: &RawValue) -> String {
+    serde_json::to_string(&SignalPush {
+        kind: "signal",
+        room,
+        from,
+        from_identity,
+        data,
+    })
+    .expect("signals always serialize")
+}
+
+/// `disconnect` push, sent right before a deliberate close.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisconnectPush {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: u16,
+    pub reason: String,
+    pub reconnect: bool,
+}
+
+pub fn disconnect_frame(close: CloseCode) -> String {
+    serde_json::to_string(&DisconnectPush {
+        kind: "disconnect".into(),
+        code: close.code(),
+        reason: close.reason().into(),
+        reconnect: close.reconnect(),
+    })
+    .expect("disconnect frames always serialize")
+}
+
+pub const PING_FRAME: &str = r#"{"type":"ping"}"#;
+pub const PONG_FRAME: &str = r#"{"type":"pong"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_docs() {
+        assert_eq!(
+            error_frame(Some(8), ErrorCode::Forbidden, "no", None),
+            r#"{"type":"error","id":8,"code":"forbidden","message":"no"}"#
+        );
+        let p = Publication {
+            offset: 43,
+            data: RawValue::from_string(r#"{"text":"hello"}"#.into()).unwrap(),
+            from: Some("alice".into()),
+            ts: 5,
+        };
+        assert_eq!(
+            publication_frame("room:demo:chat", &p),
+            r#"{"type":"publication","channel":"room:demo:chat","offset":43,"data":{"text":"hello"},"from":"alice","ts":5}"#
+        );
+        let ev = RoomEvent::ParticipantLeft {
+            room: "demo".into(),
+            sid: "C1".into(),
+            identity: "alice".into(),
+            reason: LeaveReason::Left,
+        };
+        assert_eq!(
+            ev.to_frame(),
+            r#"{"type":"participant_left","room":"demo","sid":"C1","identity":"alice","reason":"left"}"#
+        );
+        assert_eq!(
+            disconnect_frame(CloseCode::SlowConsumer),
+            r#"{"type":"disconnect","code":4004,"reason":"slow_consumer","reconnect":true}"#
+        );
+    }
+}
