@@ -1,0 +1,868 @@
+//! The sans-IO STUN/TURN state machine.
+//!
+//! Bytes and time go in ([`Core::handle_client`], [`Core::handle_peer`],
+//! [`Core::handle_timeout`]); what to send and which relay sockets to open or
+//! close come out as [`Output`]s. No sockets, no clocks: the I/O layer (and
+//! the tests) drive it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::{AuthError, Authenticator, Key, NonceCheck, NonceIssuer};
+use crate::config::TurnConfig;
+use crate::message::{self as m, attr, Builder, ChannelData, Class, Message};
+use crate::metrics::Metrics;
+use crate::policy::PeerPolicy;
+
+/// RFC 8656 permission lifetime.
+pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 8656 channel binding lifetime.
+pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const SOFTWARE: &[u8] = b"tandem-turn";
+
+/// Transport between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Proto {
+    fn is_stream(self) -> bool {
+        !matches!(self, Proto::Udp)
+    }
+}
+
+/// Identifies a client connection: the RFC's 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub proto: Proto,
+}
+
+/// Allocation handle shared with the I/O layer (names its relay socket).
+pub type AllocId = u32;
+
+/// A relay socket the I/O layer must bind, then report with
+/// [`Core::relay_bound`].
+#[derive(Debug, Clone)]
+pub struct RelayRequest {
+    pub id: AllocId,
+    pub five: FiveTuple,
+    /// Bind an even port (EVEN-PORT).
+    pub even_port: bool,
+    username: String,
+    key: Key,
+    tid: [u8; 12],
+    lifetime: Duration,
+    fingerprint: bool,
+}
+
+/// What the core asks the I/O layer to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `data` to the client of `five`.
+    ToClient { five: FiveTuple, data: Vec<u8> },
+    /// Send `data` from the relay socket of `alloc` to `peer`.
+    ToPeer {
+        alloc: AllocId,
+        peer: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// Bind a relay socket.
+    BindRelay(RelayRequest),
+    /// Close the relay socket of an allocation that ended.
+    ReleaseRelay(AllocId),
+}
+
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant, n: usize, rate: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * rate as f64).min(rate as f64);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Allocation {
+    five: FiveTuple,
+    username: String,
+    relay: SocketAddr,
+    expires: Instant,
+    perms: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, Channel>,
+    peer_channel: HashMap<SocketAddr, u16>,
+    alloc_tid: [u8; 12],
+    alloc_response: Vec<u8>,
+    up: Bucket,
+    down: Bucket,
+}
+
+impl Allocation {
+    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
+        self.perms.get(&ip).is_some_and(|e| *e > now)
+    }
+}
+
+/// The settings the core uses, derived from [`TurnConfig`].
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub realm: String,
+    pub nonce_ttl: u64,
+    pub default_lifetime: u32,
+    pub max_lifetime: u32,
+    pub max_per_user: u32,
+    pub max_total: u32,
+    pub bandwidth: u64,
+    pub policy: PeerPolicy,
+}
+
+impl CoreConfig {
+    pub fn from_turn(c: &TurnConfig, policy: PeerPolicy) -> Self {
+        CoreConfig {
+            realm: c.realm.clone(),
+            nonce_ttl: c.nonce_ttl_secs,
+            default_lifetime: c.default_lifetime_secs,
+            max_lifetime: c.max_lifetime_secs,
+            max_per_user: c.max_allocations_per_user,
+            max_total: c.max_allocations,
+            bandwidth: c.max_bandwidth_per_allocation,
+            policy,
+        }
+    }
+}
+
+/// The STUN/TURN server state.
+pub struct Core {
+    cfg: CoreConfig,
+    auth: Authenticator,
+    nonces: NonceIssuer,
+    base_instant: Instant,
+    base_unix: u64,
+    allocs: HashMap<AllocId, Allocation>,
+    by_five: HashMap<FiveTuple, AllocId>,
+    pending: HashMap<FiveTuple, AllocId>,
+    per_user: HashMap<String, u32>,
+    next_id: AllocId,
+    next_sweep: Instant,
+    metrics: Arc<Metrics>,
+}
+
+struct Authed {
+    username: String,
+    key: Key,
+}
+
+impl Core {
+    /// A core whose wall clock reads `unix_now` at `now`. `nonce_key` must be
+    /// secret and random.
+    pub fn new(
+        cfg: CoreConfig,
+        auth: Authenticator,
+        nonce_key: [u8; 32],
+        now: Instant,
+        unix_now: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Core {
+            cfg,
+            auth,
+            nonces: NonceIssuer::new(nonce_key),
+            base_instant: now,
+            base_unix: unix_now,
+            allocs: HashMap::new(),
+            by_five: HashMap::new(),
+            pending: HashMap::new(),
+            per_user: HashMap::new(),
+            next_id: 1,
+            next_sweep: now + SWEEP_INTERVAL,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Number of live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocs.len()
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.base_unix + now.saturating_duration_since(self.base_instant).as_secs()
+    }
+
+    /// Handles bytes a client sent (one datagram, or one frame of a stream).
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        data: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        match data.first().map(|b| b >> 6) {
+            Some(0) => match Message::parse(data) {
+                Ok(msg) => match msg.class {
+                    Class::Request => self.handle_request(now, five, &msg, out),
+                    Class::Indication if msg.method == m::SEND => {
+                        self.handle_send(now, five, &msg, out)
+                    }
+                    // Binding indications (keepalives) and responses: nothing to do.
+                    _ => {}
+                },
+                Err(_) => Metrics::inc(&self.metrics.malformed_drops),
+            },
+            Some(1) => match ChannelData::parse(data) {
+                Some(cd) => self.handle_channel_data(now, five, cd, out),
+                None => Metrics::inc(&self.metrics.malformed_drops),
+            },
+            _ => Metrics::inc(&self.metrics.malformed_drops),
+        }
+    }
+
+    /// Handles a datagram received by the relay socket of `alloc` from `peer`.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        alloc: AllocId,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        let Some(a) = self.allocs.get_mut(&alloc) else {
+            return;
+        };
+        if a.expires <= now || !a.permitted(peer.ip(), now) {
+            return;
+        }
+        if !a.down.take(now, data.len(), self.cfg.bandwidth) {
+            Metrics::inc(&self.metrics.bandwidth_drops);
+            return;
+        }
+        let mut buf = Vec::with_capacity(data.len() + 40);
+        match a.peer_channel.get(&peer) {
+            Some(ch) if a.channels.get(ch).is_some_and(|c| c.expires > now) => {
+                ChannelData::encode(*ch, data, a.five.proto.is_stream(), &mut buf);
+            }
+            _ => {
+                if data.len() > 65_000 {
+                    return;
+                }
+                let mut b = Builder::new(&mut buf, m::DATA, Class::Indication, random_tid());
+                b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+                b.attr(attr::DATA, data);
+                b.finish();
+            }
+        }
+        Metrics::inc(&self.metrics.packets_to_client);
+        Metrics::add(&self.metrics.bytes_to_client, data.len() as u64);
+        out.push(Output::ToClient {
+            five: a.five,
+            data: buf,
+        });
+    }
+
+    /// A stream connection closed: its allocation ends (RFC 8656 §3.1).
+    pub fn client_closed(&mut self, five: FiveTuple, out: &mut Vec<Output>) {
+        if let Some(id) = self.by_five.get(&five).copied() {
+            self.remove_allocation(id, out);
+        }
+    }
+
+    /// When [`Core::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Expires allocations, permissions and channels.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL;
+        let expired: Vec<AllocId> = self
+            .allocs
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.remove_allocation(id, out);
+        }
+        for a in self.allocs.values_mut() {
+            a.perms.retain(|_, e| *e > now);
+            let mut gone = Vec::new();
+            a.channels.retain(|n, c| {
+                let keep = c.expires > now;
+                if !keep {
+                    gone.push((*n, c.peer));
+                }
+                keep
+            });
+            for (n, peer) in gone {
+                if a.peer_channel.get(&peer) == Some(&n) {
+                    a.peer_channel.remove(&peer);
+                }
+            }
+        }
+    }
+
+    fn remove_allocation(&mut self, id: AllocId, out: &mut Vec<Output>) {
+        if let Some(a) = self.allocs.remove(&id) {
+            self.by_five.remove(&a.five);
+            if let Some(n) = self.per_user.get_mut(&a.username) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_user.remove(&a.username);
+                }
+            }
+            self.metrics
+                .allocations_active
+                .store(self.allocs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            out.push(Output::ReleaseRelay(id));
+        }
+    }
+
+    // ---- responses -------------------------------------------------------
+
+    fn reply(
+        &self,
+        five: FiveTuple,
+        req: &Message,
+        class: Class,
+        key: Option<&Key>,
+        fill: impl FnOnce(&mut Builder),
+        out: &mut Vec<Output>,
+    ) {
+        let mut buf = Vec::with_capacity(128);
+        let mut b = Builder::new(&mut buf, req.method, class, req.tid);
+        fill(&mut b);
+        b.attr(attr::SOFTWARE, SOFTWARE);
+        if let Some(k) = key {
+            b.integrity(k);
+        }
+        if req.has_fingerprint {
+            b.fingerprint();
+        }
+        b.finish();
+        out.push(Output::ToClient { five, data: buf });
+    }
+
+    fn error(
+        &self,
+        five: FiveTuple,
+        req: &Message,
+        code: u16,
+        key: Option<&Key>,
+        out: &mut Vec<Output>,
+    ) {
+        Metrics::inc(&self.metrics.error_responses);
+        tracing::debug!(client = %five.client, method = req.method, code, "turn: error response");
+        self.reply(
+            five,
+            req,
+            Class::Error,
+            key,
+            |b| {
+                b.error_code(code, reason(code));
+            },
+            out,
+        );
+    }
+
+    /// 401/438 challenge: REALM and a fresh NONCE, no integrity.
+    fn challenge(
+        &self,
+        now: Instant,
+        five: FiveTuple,
+        req: &Message,
+        code: u16,
+        out: &mut Vec<Output>,
+    ) {
+        Metrics::inc(&self.metrics.error_responses);
+        let nonce = self
+            .nonces
+            .issue(five.client, self.unix(now) + self.cfg.nonce_ttl);
+        self.reply(
+            five,
+            req,
+            Class::Error,
+            None,
+            |b| {
+                b.error_code(code, reason(code));
+                b.attr(attr::REALM, self.auth.realm().as_bytes());
+                b.attr(attr::NONCE, nonce.as_bytes());
+            },
+            out,
+        );
+    }
+
+    // ---- requests --------------------------------------------------------
+
+    fn handle_request(&mut self, now: Instant, five: FiveTuple, msg: &Message, out: &mut Vec<Output>) {
+        match msg.method {
+            m::BINDING => {
+                if !msg.unknown_required().is_empty() {
+                    return self.unknown_attributes(five, msg, None, out);
+                }
+                Metrics::inc(&self.metrics.binding_requests);
+                self.reply(
+                    five,
+                    msg,
+                    Class::Success,
+                    None,
+                    |b| {
+                        b.xor_address(attr::XOR_MAPPED_ADDRESS, five.client);
+                        b.mapped_address(five.client);
+                    },
+                    out,
+                );
+            }
+            m::ALLOCATE | m::REFRESH | m::CREATE_PERMISSION | m::CHANNEL_BIND => {
+                let Some(authed) = self.authenticate(now, five, msg, out) else {
+                    return;
+                };
+                if !msg.unknown_required().is_empty() {
+                    return self.unknown_attributes(five, msg, Some(&authed.key), out);
+                }
+                if msg.method == m::ALLOCATE {
+                    return self.allocate(five, msg, authed, out);
+                }
+                let Some(&id) = self.by_five.get(&five) else {
+                    return self.error(five, msg, 437, Some(&authed.key), out);
+                };
+                if self.allocs[&id].username != authed.username {
+                    return self.error(five, msg, 441, Some(&authed.key), out);
+                }
+                match msg.method {
+                    m::REFRESH => self.refresh(now, five, id, msg, &authed.key, out),
+                    m::CREATE_PERMISSION => self.create_permission(now, five, id, msg, &authed.key, out),
+                    _ => self.channel_bind(now, five, id, msg, &authed.key, out),
+                }
+            }
+            _ => self.error(five, msg, 400, None, out),
+        }
+    }
+
+    fn unknown_attributes(&self, five: FiveTuple, msg: &Message, key: Option<&Key>, out: &mut Vec<Output>) {
+        Metrics::inc(&self.metrics.error_responses);
+        let unknown = msg.unknown_required();
+        let mut v = Vec::with_capacity(unknown.len() * 2);
+        for t in unknown {
+            v.extend_from_slice(&t.to_be_bytes());
+        }
+        self.reply(
+            five,
+            msg,
+            Class::Error,
+            key,
+            |b| {
+                b.error_code(420, reason(420));
+                b.attr(attr::UNKNOWN_ATTRIBUTES, &v);
+            },
+            out,
+        );
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2.4). Sends the error itself.
+    fn authenticate(&mut self, now: Instant, five: FiveTuple, msg: &Message, out: &mut Vec<Output>) -> Option<Authed> {
+        if !msg.has_integrity() {
+            self.challenge(now, five, msg, 401, out);
+            return None;
+        }
+        let (Some(username), Some(realm), Some(nonce)) = (msg.username(), msg.realm(), msg.nonce()) else {
+            Metrics::inc(&self.metrics.auth_failures);
+            self.error(five, msg, 400, None, out);
+            return None;
+        };
+        let unix = self.unix(now);
+        if self.nonces.check(nonce, five.client, unix) != NonceCheck::Valid {
+            self.challenge(now, five, msg, 438, out);
+            return None;
+        }
+        if realm != self.auth.realm().as_bytes() {
+            Metrics::inc(&self.metrics.auth_failures);
+            self.challenge(now, five, msg, 401, out);
+            return None;
+        }
+        let key = match self.auth.key_for(username, unix) {
+            Ok(k) => k,
+            Err(AuthError::UnknownUser | AuthError::Expired) => {
+                Metrics::inc(&self.metrics.auth_failures);
+                self.challenge(now, five, msg, 401, out);
+                return None;
+            }
+        };
+        if !msg.verify_integrity(&key) {
+            Metrics::inc(&self.metrics.auth_failures);
+            self.challenge(now, five, msg, 401, out);
+            return None;
+        }
+        Some(Authed {
+            username: username.to_string(),
+            key,
+        })
+    }
+
+    fn lifetime(&self, msg: &Message) -> Result<Duration, ()> {
+        let secs = match msg.lifetime()? {
+            None => self.cfg.default_lifetime,
+            Some(0) => 0,
+            Some(l) => l.clamp(self.cfg.default_lifetime, self.cfg.max_lifetime),
+        };
+        Ok(Duration::from_secs(secs as u64))
+    }
+
+    fn allocate(&mut self, five: FiveTuple, msg: &Message, authed: Authed, out: &mut Vec<Output>) {
+        let key = authed.key;
+        if let Some(id) = self.by_five.get(&five) {
+            let a = &self.allocs[id];
+            if a.alloc_tid == msg.tid {
+                // Retransmission of the request that created it.
+                out.push(Output::ToClient {
+                    five,
+                    data: a.alloc_response.clone(),
+                });
+            } else {
+                self.error(five, msg, 437, Some(&key), out);
+            }
+            return;
+        }
+        if self.pending.contains_key(&five) {
+            return;
+        }
+        match msg.get(attr::REQUESTED_TRANSPORT) {
+            None => return self.error(five, msg, 400, Some(&key), out),
+            Some(v) if v.len() != 4 => return self.error(five, msg, 400, Some(&key), out),
+            Some(v) if v[0] != 17 => return self.error(five, msg, 442, Some(&key), out),
+            Some(_) => {}
+        }
+        let even = msg.get(attr::EVEN_PORT);
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        let family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
+        if (even.is_some() && token.is_some()) || (family.is_some() && token.is_some()) {
+            return self.error(five, msg, 400, Some(&key), out);
+        }
+        if even.is_some_and(|v| v.len() != 1) {
+            return self.error(five, msg, 400, Some(&key), out);
+        }
+        if token.is_some() {
+            // This server hands out no reservation tokens, so none is valid.
+            return self.error(five, msg, 508, Some(&key), out);
+        }
+        match family {
+            None => {}
+            Some(v) if v.len() != 4 => return self.error(five, msg, 400, Some(&key), out),
+            Some(v) if v[0] == 0x01 => {}
+            // Relays are IPv4 only.
+            Some(_) => return self.error(five, msg, 440, Some(&key), out),
+        }
+        let Ok(lifetime) = self.lifetime(msg) else {
+            return self.error(five, msg, 400, Some(&key), out);
+        };
+        if lifetime.is_zero() {
+            return self.error(five, msg, 400, Some(&key), out);
+        }
+        let user_count = self.per_user.get(&authed.username).copied().unwrap_or(0);
+        if user_count >= self.cfg.max_per_user {
+            Metrics::inc(&self.metrics.quota_rejections);
+            return self.error(five, msg, 486, Some(&key), out);
+        }
+        if self.allocs.len() + self.pending.len() >= self.cfg.max_total as usize {
+            Metrics::inc(&self.metrics.quota_rejections);
+            return self.error(five, msg, 508, Some(&key), out);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.pending.insert(five, id);
+        *self.per_user.entry(authed.username.clone()).or_insert(0) += 1;
+        out.push(Output::BindRelay(RelayRequest {
+            id,
+            five,
+            even_port: even.is_some(),
+            username: authed.username,
+            key,
+            tid: msg.tid,
+            lifetime,
+            fingerprint: msg.has_fingerprint,
+        }));
+    }
+
+    /// The I/O layer bound (or failed to bind) the relay of `req`; `relay` is
+    /// the address to advertise.
+    pub fn relay_bound(
+        &mut self,
+        now: Instant,
+        req: RelayRequest,
+        relay: Option<SocketAddr>,
+        out: &mut Vec<Output>,
+    ) {
+        self.pending.remove(&req.five);
+        let mut buf = Vec::with_capacity(128);
+        let mut b = Builder::new(
+            &mut buf,
+            m::ALLOCATE,
+            if relay.is_some() { Class::Success } else { Class::Error },
+            req.tid,
+        );
+        match relay {
+            Some(relay) => {
+                b.xor_address(attr::XOR_RELAYED_ADDRESS, relay);
+                b.u32_attr(attr::LIFETIME, req.lifetime.as_secs() as u32);
+                b.xor_address(attr::XOR_MAPPED_ADDRESS, req.five.client);
+            }
+            None => {
+                Metrics::inc(&self.metrics.error_responses);
+                b.error_code(508, reason(508));
+            }
+        }
+        b.attr(attr::SOFTWARE, SOFTWARE);
+        b.integrity(&req.key);
+        if req.fingerprint {
+            b.fingerprint();
+        }
+        b.finish();
+        let Some(relay) = relay else {
+            if let Some(n) = self.per_user.get_mut(&req.username) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_user.remove(&req.username);
+                }
+            }
+            out.push(Output::ToClient {
+                five: req.five,
+                data: buf,
+            });
+            return;
+        };
+        let bucket = || Bucket {
+            tokens: self.cfg.bandwidth as f64,
+            last: now,
+        };
+        let a = Allocation {
+            five: req.five,
+            username: req.username,
+            relay,
+            expires: now + req.lifetime,
+            perms: HashMap::new(),
+            channels: HashMap::new(),
+            peer_channel: HashMap::new(),
+            alloc_tid: req.tid,
+            alloc_response: buf.clone(),
+            up: bucket(),
+            down: bucket(),
+        };
+        self.allocs.insert(req.id, a);
+        self.by_five.insert(req.five, req.id);
+        Metrics::inc(&self.metrics.allocations_total);
+        self.metrics
+            .allocations_active
+            .store(self.allocs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        out.push(Output::ToClient {
+            five: req.five,
+            data: buf,
+        });
+    }
+
+    fn refresh(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+        let relay_v4 = self.allocs[&id].relay.is_ipv4();
+        if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            if v.len() != 4 {
+                return self.error(five, msg, 400, Some(key), out);
+            }
+            if (v[0] == 0x01) != relay_v4 {
+                return self.error(five, msg, 443, Some(key), out);
+            }
+        }
+        let Ok(lifetime) = self.lifetime(msg) else {
+            return self.error(five, msg, 400, Some(key), out);
+        };
+        if lifetime.is_zero() {
+            self.remove_allocation(id, out);
+        } else if let Some(a) = self.allocs.get_mut(&id) {
+            a.expires = now + lifetime;
+        }
+        let secs = lifetime.as_secs() as u32;
+        self.reply(five, msg, Class::Success, Some(key), |b| {
+            b.u32_attr(attr::LIFETIME, secs);
+        }, out);
+    }
+
+    /// Decodes and vets one XOR-PEER-ADDRESS: `Err(code)` on failure.
+    fn peer_address(&self, msg: &Message, value: &[u8], relay: SocketAddr) -> Result<SocketAddr, u16> {
+        let peer = msg.xor_address(value).ok_or(400u16)?;
+        if peer.is_ipv4() != relay.is_ipv4() {
+            return Err(443);
+        }
+        if !self.cfg.policy.permits(peer.ip()) {
+            Metrics::inc(&self.metrics.denied_peers);
+            return Err(403);
+        }
+        Ok(peer)
+    }
+
+    fn create_permission(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+        let relay = self.allocs[&id].relay;
+        let mut peers = Vec::new();
+        for a in msg.attrs().iter().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
+            match self.peer_address(msg, a.value, relay) {
+                Ok(p) => peers.push(p.ip()),
+                Err(code) => return self.error(five, msg, code, Some(key), out),
+            }
+        }
+        if peers.is_empty() {
+            return self.error(five, msg, 400, Some(key), out);
+        }
+        let a = self.allocs.get_mut(&id).expect("checked");
+        for ip in peers {
+            a.perms.insert(ip, now + PERMISSION_LIFETIME);
+            Metrics::inc(&self.metrics.permissions_created);
+        }
+        self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
+    }
+
+    fn channel_bind(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+        let relay = self.allocs[&id].relay;
+        let channel = match msg.get(attr::CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return self.error(five, msg, 400, Some(key), out),
+        };
+        if !m::is_valid_channel(channel) {
+            return self.error(five, msg, 400, Some(key), out);
+        }
+        let Some(pv) = msg.get(attr::XOR_PEER_ADDRESS) else {
+            return self.error(five, msg, 400, Some(key), out);
+        };
+        let peer = match self.peer_address(msg, pv, relay) {
+            Ok(p) => p,
+            Err(code) => return self.error(five, msg, code, Some(key), out),
+        };
+        let a = self.allocs.get_mut(&id).expect("checked");
+        if let Some(c) = a.channels.get(&channel) {
+            if c.peer != peer {
+                return self.error(five, msg, 400, Some(key), out);
+            }
+        }
+        if let Some(n) = a.peer_channel.get(&peer) {
+            if *n != channel {
+                return self.error(five, msg, 400, Some(key), out);
+            }
+        }
+        a.channels.insert(
+            channel,
+            Channel {
+                peer,
+                expires: now + CHANNEL_LIFETIME,
+            },
+        );
+        a.peer_channel.insert(peer, channel);
+        a.perms.insert(peer.ip(), now + PERMISSION_LIFETIME);
+        Metrics::inc(&self.metrics.channels_bound);
+        self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
+    }
+
+    // ---- data ------------------------------------------------------------
+
+    fn handle_send(&mut self, now: Instant, five: FiveTuple, msg: &Message, out: &mut Vec<Output>) {
+        let Some(&id) = self.by_five.get(&five) else {
+            return;
+        };
+        if !msg.unknown_required().is_empty() {
+            return;
+        }
+        let (Some(pv), Some(data)) = (msg.get(attr::XOR_PEER_ADDRESS), msg.get(attr::DATA)) else {
+            return;
+        };
+        let Some(peer) = msg.xor_address(pv) else {
+            return;
+        };
+        let a = self.allocs.get_mut(&id).expect("indexed");
+        if a.expires <= now || !a.permitted(peer.ip(), now) {
+            return;
+        }
+        if !a.up.take(now, data.len(), self.cfg.bandwidth) {
+            Metrics::inc(&self.metrics.bandwidth_drops);
+            return;
+        }
+        Metrics::inc(&self.metrics.packets_to_peer);
+        Metrics::add(&self.metrics.bytes_to_peer, data.len() as u64);
+        out.push(Output::ToPeer {
+            alloc: id,
+            peer,
+            data: data.to_vec(),
+        });
+    }
+
+    fn handle_channel_data(&mut self, now: Instant, five: FiveTuple, cd: ChannelData, out: &mut Vec<Output>) {
+        let Some(&id) = self.by_five.get(&five) else {
+            return;
+        };
+        let a = self.allocs.get_mut(&id).expect("indexed");
+        if a.expires <= now {
+            return;
+        }
+        let Some(ch) = a.channels.get(&cd.channel).filter(|c| c.expires > now) else {
+            return;
+        };
+        let peer = ch.peer;
+        if !a.up.take(now, cd.data.len(), self.cfg.bandwidth) {
+            Metrics::inc(&self.metrics.bandwidth_drops);
+            return;
+        }
+        Metrics::inc(&self.metrics.packets_to_peer);
+        Metrics::add(&self.metrics.bytes_to_peer, cd.data.len() as u64);
+        out.push(Output::ToPeer {
+            alloc: id,
+            peer,
+            data: cd.data.to_vec(),
+        });
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        508 => "Insufficient Capacity",
+        _ => "Server Error",
+    }
+}
+
+fn random_tid() -> [u8; 12] {
+    let mut t = [0u8; 12];
+    fastrand::fill(&mut t);
+    t
+}

@@ -1,0 +1,495 @@
+//! Thin tokio I/O around [`Core`]: UDP, TCP and TLS listeners, one UDP relay
+//! socket per allocation, and a housekeeping timer.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_rustls::rustls;
+
+use crate::auth::Authenticator;
+use crate::config::TurnConfig;
+use crate::core::{AllocId, Core, CoreConfig, FiveTuple, Output, Proto, RelayRequest};
+use crate::message::stream_frame_len;
+use crate::metrics::{self, Metrics};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("turn: cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("turn: TLS: {0}")]
+    Tls(String),
+}
+
+const STREAM_QUEUE: usize = 512;
+const STREAM_IDLE: Duration = Duration::from_secs(600);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const RECV_BUF: usize = 65_536;
+
+struct Relay {
+    sock: Arc<UdpSocket>,
+    task: AbortHandle,
+}
+
+struct State {
+    core: Core,
+    relays: HashMap<AllocId, Relay>,
+    streams: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, AbortHandle)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    udp: Option<Arc<UdpSocket>>,
+    relay_bind_ip: IpAddr,
+    relay_adv_ip: IpAddr,
+    port_min: u16,
+    port_max: u16,
+    max_streams: u32,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Sends gathered while the state lock was held, done after releasing it.
+enum Pending {
+    Udp(Arc<UdpSocket>, SocketAddr, Vec<u8>),
+    Stream(mpsc::Sender<Vec<u8>>, Vec<u8>),
+}
+
+/// Per-task scratch space, so the hot path allocates little.
+#[derive(Default)]
+struct Scratch {
+    out: Vec<Output>,
+    sends: Vec<Pending>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the core, then carries out its outputs.
+    fn drive(self: &Arc<Self>, sc: &mut Scratch, f: impl FnOnce(&mut Core, &mut Vec<Output>)) {
+        {
+            let mut st = self.lock();
+            f(&mut st.core, &mut sc.out);
+            while let Some(o) = sc.out.pop() {
+                match o {
+                    Output::ToClient { five, data } => match five.proto {
+                        Proto::Udp => {
+                            if let Some(u) = &self.udp {
+                                sc.sends.push(Pending::Udp(u.clone(), five.client, data));
+                            }
+                        }
+                        Proto::Tcp | Proto::Tls => {
+                            if let Some((tx, _)) = st.streams.get(&five) {
+                                sc.sends.push(Pending::Stream(tx.clone(), data));
+                            }
+                        }
+                    },
+                    Output::ToPeer { alloc, peer, data } => {
+                        if let Some(r) = st.relays.get(&alloc) {
+                            sc.sends.push(Pending::Udp(r.sock.clone(), peer, data));
+                        }
+                    }
+                    Output::BindRelay(req) => {
+                        let relay = self.bind_relay(&mut st, &req);
+                        st.core.relay_bound(Instant::now(), req, relay, &mut sc.out);
+                    }
+                    Output::ReleaseRelay(id) => {
+                        if let Some(r) = st.relays.remove(&id) {
+                            r.task.abort();
+                        }
+                    }
+                }
+            }
+        }
+        // Outputs were popped in reverse; send in the order produced.
+        for s in sc.sends.drain(..).rev() {
+            match s {
+                Pending::Udp(sock, to, data) => {
+                    // UDP semantics: a full socket buffer drops the datagram.
+                    let _ = sock.try_send_to(&data, to);
+                }
+                Pending::Stream(tx, data) => {
+                    // A full queue drops this frame whole; framing stays intact.
+                    let _ = tx.try_send(data);
+                }
+            }
+        }
+    }
+
+    fn bind_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
+        let span = (self.port_max - self.port_min) as u32 + 1;
+        for _ in 0..64 {
+            let mut port = self.port_min as u32 + fastrand::u32(0..span);
+            if req.even_port && port % 2 == 1 {
+                port = if port > self.port_min as u32 { port - 1 } else { port + 1 };
+                if port > self.port_max as u32 {
+                    continue;
+                }
+            }
+            let addr = SocketAddr::new(self.relay_bind_ip, port as u16);
+            let Ok(std_sock) = std::net::UdpSocket::bind(addr) else {
+                continue;
+            };
+            if std_sock.set_nonblocking(true).is_err() {
+                return None;
+            }
+            let Ok(sock) = UdpSocket::from_std(std_sock) else {
+                return None;
+            };
+            let sock = Arc::new(sock);
+            let task = tokio::spawn(relay_loop(self.clone(), req.id, sock.clone()));
+            st.relays.insert(
+                req.id,
+                Relay {
+                    sock,
+                    task: task.abort_handle(),
+                },
+            );
+            return Some(SocketAddr::new(self.relay_adv_ip, port as u16));
+        }
+        tracing::warn!("turn: no free relay port in {}-{}", self.port_min, self.port_max);
+        None
+    }
+}
+
+async fn relay_loop(shared: Arc<Shared>, id: AllocId, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut sc = Scratch::default();
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => shared.drive(&mut sc, |core, out| {
+                core.handle_peer(Instant::now(), id, from, &buf[..n], out)
+            }),
+            // ICMP errors surface as ECONNREFUSED etc.: keep serving.
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+}
+
+async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut sc = Scratch::default();
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let five = FiveTuple {
+                    client: from,
+                    server: local,
+                    proto: Proto::Udp,
+                };
+                shared.drive(&mut sc, |core, out| {
+                    core.handle_client(Instant::now(), five, &buf[..n], out)
+                });
+            }
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+}
+
+async fn timer_loop(shared: Arc<Shared>) {
+    let mut sc = Scratch::default();
+    loop {
+        let next = shared.lock().core.poll_timeout();
+        tokio::time::sleep_until(next.into()).await;
+        shared.drive(&mut sc, |core, out| core.handle_timeout(Instant::now(), out));
+    }
+}
+
+async fn tcp_accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let local = listener.local_addr().expect("bound");
+    loop {
+        let Ok((stream, from)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let active = shared
+            .metrics
+            .tcp_connections_active
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if active >= shared.max_streams as u64 {
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let five = FiveTuple {
+            client: from,
+            server: local,
+            proto: if tls.is_some() { Proto::Tls } else { Proto::Tcp },
+        };
+        let shared2 = shared.clone();
+        let tls = tls.clone();
+        Metrics::inc(&shared.metrics.tcp_connections_active);
+        let task = tokio::spawn(async move {
+            match tls {
+                None => serve_stream(shared2.clone(), stream, five).await,
+                Some(acc) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
+                        Ok(Ok(s)) => serve_stream(shared2.clone(), s, five).await,
+                        _ => tracing::debug!("turn: TLS handshake with {from} failed"),
+                    }
+                }
+            }
+            shared2
+                .metrics
+                .tcp_connections_active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        drop(task);
+    }
+}
+
+async fn serve_stream<S>(shared: Arc<Shared>, stream: S, five: FiveTuple)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if wr.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if wr.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    shared
+        .lock()
+        .streams
+        .insert(five, (tx, writer.abort_handle()));
+    let mut sc = Scratch::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+    let mut chunk = vec![0u8; RECV_BUF];
+    let mut stop = shared.shutdown.subscribe();
+    'conn: loop {
+        let read = tokio::time::timeout(STREAM_IDLE, rd.read(&mut chunk));
+        let n = tokio::select! {
+            r = read => match r {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            },
+            _ = stop.changed() => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut pos = 0;
+        loop {
+            match stream_frame_len(&buf[pos..]) {
+                Ok(Some(len)) if buf.len() - pos >= len => {
+                    let frame = &buf[pos..pos + len];
+                    shared.drive(&mut sc, |core, out| {
+                        core.handle_client(Instant::now(), five, frame, out)
+                    });
+                    pos += len;
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    Metrics::inc(&shared.metrics.malformed_drops);
+                    break 'conn;
+                }
+            }
+        }
+        buf.drain(..pos);
+    }
+    let removed = shared.lock().streams.remove(&five);
+    shared.drive(&mut sc, |core, out| core.client_closed(five, out));
+    if let Some((_, w)) = removed {
+        // Let queued frames go out, then stop the writer.
+        drop(w);
+    }
+}
+
+/// Entry point: binds the listeners and spawns the server's tasks.
+pub struct TurnServer;
+
+/// A running server.
+pub struct TurnHandle {
+    shared: Arc<Shared>,
+    tasks: Vec<AbortHandle>,
+    udp_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+}
+
+fn load_tls(config: &TurnConfig) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = config.tls_cert.as_ref().expect("validated");
+    let key_path = config.tls_key.as_ref().expect("validated");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert_path.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!("{}: no certificate", cert_path.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", key_path.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+fn random_key() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    let provider = rustls::crypto::ring::default_provider();
+    if provider.secure_random.fill(&mut k).is_err() {
+        // Extremely unlikely; fall back to a seeded PRNG rather than failing.
+        fastrand::fill(&mut k);
+    }
+    k
+}
+
+impl TurnServer {
+    /// Validates `config`, binds every listener and spawns the tasks. Must
+    /// be called inside a tokio runtime.
+    pub async fn start(config: TurnConfig) -> Result<TurnHandle, StartError> {
+        let policy = config.validate()?;
+        let tls = match config.tls_bind {
+            Some(_) => Some(load_tls(&config)?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let auth = Authenticator::new(&config.realm, config.secret.as_deref(), &config.static_users);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let core = Core::new(
+            CoreConfig::from_turn(&config, policy),
+            auth,
+            random_key(),
+            Instant::now(),
+            unix,
+            metrics.clone(),
+        );
+        let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
+        let udp = match config.udp_bind {
+            Some(addr) => Some(Arc::new(
+                UdpSocket::bind(addr).await.map_err(bind_err("UDP", addr))?,
+            )),
+            None => None,
+        };
+        let tcp = match config.tcp_bind {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_err("TCP", addr))?),
+            None => None,
+        };
+        let tls_listener = match config.tls_bind {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_err("TLS", addr))?),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core,
+                relays: HashMap::new(),
+                streams: HashMap::new(),
+            }),
+            udp: udp.clone(),
+            relay_bind_ip: config
+                .relay_bind_ip
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            relay_adv_ip: config.relay_ip().expect("validated"),
+            port_min: config.relay_port_min,
+            port_max: config.relay_port_max,
+            max_streams: config.max_tcp_connections,
+            metrics: metrics.clone(),
+            shutdown: tokio::sync::watch::channel(false).0,
+        });
+        let mut tasks = Vec::new();
+        let local = |r: io::Result<SocketAddr>| r.ok();
+        let udp_addr = udp.as_ref().and_then(|u| local(u.local_addr()));
+        if let (Some(u), Some(addr)) = (udp, udp_addr) {
+            tasks.push(tokio::spawn(udp_loop(shared.clone(), u, addr)).abort_handle());
+        }
+        let tcp_addr = tcp.as_ref().and_then(|l| local(l.local_addr()));
+        if let Some(l) = tcp {
+            tasks.push(tokio::spawn(tcp_accept_loop(shared.clone(), l, None)).abort_handle());
+        }
+        let tls_addr = tls_listener.as_ref().and_then(|l| local(l.local_addr()));
+        if let Some(l) = tls_listener {
+            tasks.push(tokio::spawn(tcp_accept_loop(shared.clone(), l, tls)).abort_handle());
+        }
+        tasks.push(tokio::spawn(timer_loop(shared.clone())).abort_handle());
+        metrics::set_current(metrics);
+        tracing::info!(
+            udp = ?udp_addr,
+            tcp = ?tcp_addr,
+            tls = ?tls_addr,
+            relay_ip = %shared.relay_adv_ip,
+            "turn: STUN/TURN server listening"
+        );
+        Ok(TurnHandle {
+            shared,
+            tasks,
+            udp_addr,
+            tcp_addr,
+            tls_addr,
+        })
+    }
+}
+
+impl TurnHandle {
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The counters of this server.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Number of live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.shared.lock().core.allocation_count()
+    }
+
+    /// Stops every task and closes every socket.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.shutdown.send_replace(true);
+        let mut st = self.shared.lock();
+        for (_, r) in st.relays.drain() {
+            r.task.abort();
+        }
+        for (_, (_, w)) in st.streams.drain() {
+            w.abort();
+        }
+    }
+}
