@@ -21,6 +21,8 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 /// RFC 8656 channel binding lifetime.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a port reserved by EVEN-PORT (R) stays reserved (RFC 8656: ~30 s).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 const SOFTWARE: &[u8] = b"tandem-turn";
 
 /// Transport between client and server.
@@ -56,6 +58,10 @@ pub struct RelayRequest {
     pub five: FiveTuple,
     /// Bind an even port (EVEN-PORT).
     pub even_port: bool,
+    /// EVEN-PORT with R bit: also reserve the next port under this token.
+    pub reserve: Option<[u8; 8]>,
+    /// RESERVATION-TOKEN: use the port reserved under this token.
+    pub use_token: Option<[u8; 8]>,
     username: String,
     key: Key,
     tid: [u8; 12],
@@ -78,6 +84,8 @@ pub enum Output {
     BindRelay(RelayRequest),
     /// Close the relay socket of an allocation that ended.
     ReleaseRelay(AllocId),
+    /// Close a reserved port nobody claimed in time.
+    ReleaseReservation([u8; 8]),
 }
 
 struct Channel {
@@ -166,6 +174,7 @@ pub struct Core {
     by_five: HashMap<FiveTuple, AllocId>,
     pending: HashMap<FiveTuple, AllocId>,
     per_user: HashMap<String, u32>,
+    reservations: HashMap<[u8; 8], Instant>,
     next_id: AllocId,
     next_sweep: Instant,
     metrics: Arc<Metrics>,
@@ -197,6 +206,7 @@ impl Core {
             by_five: HashMap::new(),
             pending: HashMap::new(),
             per_user: HashMap::new(),
+            reservations: HashMap::new(),
             next_id: 1,
             next_sweep: now + SWEEP_INTERVAL,
             metrics,
@@ -313,6 +323,13 @@ impl Core {
         for id in expired {
             self.remove_allocation(id, out);
         }
+        self.reservations.retain(|token, exp| {
+            let keep = *exp > now;
+            if !keep {
+                out.push(Output::ReleaseReservation(*token));
+            }
+            keep
+        });
         for a in self.allocs.values_mut() {
             a.perms.retain(|_, e| *e > now);
             let mut gone = Vec::new();
@@ -570,10 +587,25 @@ impl Core {
         if even.is_some_and(|v| v.len() != 1) {
             return self.error(five, msg, 400, Some(&key), out);
         }
-        if token.is_some() {
-            // This server hands out no reservation tokens, so none is valid.
-            return self.error(five, msg, 508, Some(&key), out);
-        }
+        let use_token = match token {
+            None => None,
+            Some(v) => {
+                let t: Option<[u8; 8]> = v.try_into().ok();
+                match t.filter(|t| self.reservations.remove(t).is_some()) {
+                    Some(t) => Some(t),
+                    // Unknown or expired token (RFC 8656 §7.2).
+                    None => return self.error(five, msg, 508, Some(&key), out),
+                }
+            }
+        };
+        let reserve = match even {
+            Some(v) if v[0] & 0x80 != 0 => {
+                let mut t = [0u8; 8];
+                fastrand::fill(&mut t);
+                Some(t)
+            }
+            _ => None,
+        };
         match family {
             None => {}
             Some(v) if v.len() != 4 => return self.error(five, msg, 400, Some(&key), out),
@@ -604,6 +636,8 @@ impl Core {
             id,
             five,
             even_port: even.is_some(),
+            reserve,
+            use_token,
             username: authed.username,
             key,
             tid: msg.tid,
@@ -633,6 +667,10 @@ impl Core {
             Some(relay) => {
                 b.xor_address(attr::XOR_RELAYED_ADDRESS, relay);
                 b.u32_attr(attr::LIFETIME, req.lifetime.as_secs() as u32);
+                if let Some(t) = req.reserve {
+                    b.attr(attr::RESERVATION_TOKEN, &t);
+                    self.reservations.insert(t, now + RESERVATION_LIFETIME);
+                }
                 b.xor_address(attr::XOR_MAPPED_ADDRESS, req.five.client);
             }
             None => {

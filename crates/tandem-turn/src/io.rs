@@ -48,6 +48,7 @@ struct State {
     core: Core,
     relays: HashMap<AllocId, Relay>,
     streams: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, AbortHandle)>,
+    reserved: HashMap<[u8; 8], std::net::UdpSocket>,
 }
 
 struct Shared {
@@ -108,6 +109,9 @@ impl Shared {
                         let relay = self.bind_relay(&mut st, &req);
                         st.core.relay_bound(Instant::now(), req, relay, &mut sc.out);
                     }
+                    Output::ReleaseReservation(token) => {
+                        st.reserved.remove(&token);
+                    }
                     Output::ReleaseRelay(id) => {
                         if let Some(r) = st.relays.remove(&id) {
                             r.task.abort();
@@ -131,7 +135,12 @@ impl Shared {
         }
     }
 
-    fn bind_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
+    /// Binds a relay port: a reserved one, an even one (optionally reserving
+    /// the next), or any in the range.
+    fn pick_port(&self, st: &mut State, req: &RelayRequest) -> Option<std::net::UdpSocket> {
+        if let Some(token) = req.use_token {
+            return st.reserved.remove(&token);
+        }
         let span = (self.port_max - self.port_min) as u32 + 1;
         for _ in 0..64 {
             let mut port = self.port_min as u32 + fastrand::u32(0..span);
@@ -142,9 +151,31 @@ impl Shared {
                 }
             }
             let addr = SocketAddr::new(self.relay_bind_ip, port as u16);
-            let Ok(std_sock) = std::net::UdpSocket::bind(addr) else {
+            let Ok(sock) = std::net::UdpSocket::bind(addr) else {
                 continue;
             };
+            if let Some(token) = req.reserve {
+                if port + 1 > self.port_max as u32 {
+                    continue;
+                }
+                let next = SocketAddr::new(self.relay_bind_ip, port as u16 + 1);
+                let Ok(sock2) = std::net::UdpSocket::bind(next) else {
+                    continue;
+                };
+                st.reserved.insert(token, sock2);
+            }
+            return Some(sock);
+        }
+        None
+    }
+
+    fn bind_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
+        {
+            let Some(std_sock) = self.pick_port(st, req) else {
+                tracing::warn!("turn: no free relay port in {}-{}", self.port_min, self.port_max);
+                return None;
+            };
+            let port = std_sock.local_addr().ok()?.port();
             if std_sock.set_nonblocking(true).is_err() {
                 return None;
             }
@@ -160,10 +191,8 @@ impl Shared {
                     task: task.abort_handle(),
                 },
             );
-            return Some(SocketAddr::new(self.relay_adv_ip, port as u16));
+            Some(SocketAddr::new(self.relay_adv_ip, port))
         }
-        tracing::warn!("turn: no free relay port in {}-{}", self.port_min, self.port_max);
-        None
     }
 }
 
@@ -410,6 +439,7 @@ impl TurnServer {
                 core,
                 relays: HashMap::new(),
                 streams: HashMap::new(),
+                reserved: HashMap::new(),
             }),
             udp: udp.clone(),
             relay_bind_ip: config
