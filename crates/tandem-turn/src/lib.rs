@@ -19,6 +19,9 @@ pub mod message;
 pub mod metrics;
 pub mod policy;
 
+#[cfg(test)]
+mod core_tests;
+
 pub use config::{ice_servers, ConfigError, IceServerEntry, TurnConfig};
 pub use io::{StartError, TurnHandle, TurnServer};
 pub use metrics::{render_metrics, Metrics};
