@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .context("usage: turnd CONFIG.toml")?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mut config: TurnConfig = toml::from_str(&text).with_context(|| format!("parsing {path}"))?;
+    let mut config: TurnConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {path}"))?;
     config.enabled = true;
     let handle = TurnServer::start(config).await?;
     println!(

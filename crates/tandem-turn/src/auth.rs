@@ -130,7 +130,11 @@ impl NonceIssuer {
     /// A fresh nonce for `client` valid until `expiry_unix`.
     pub fn issue(&self, client: SocketAddr, expiry_unix: u64) -> String {
         let mut s = String::with_capacity(32);
-        for b in expiry_unix.to_be_bytes().iter().chain(self.tag(expiry_unix, client).iter()) {
+        for b in expiry_unix
+            .to_be_bytes()
+            .iter()
+            .chain(self.tag(expiry_unix, client).iter())
+        {
             s.push_str(&format!("{b:02x}"));
         }
         s
@@ -187,7 +191,9 @@ mod tests {
         users.insert("u".to_string(), "p".to_string());
         let a = Authenticator::new("r", None, &users);
         // MD5("u:r:p") computed independently with Python's hashlib.
-        let want = [68, 173, 210, 43, 111, 49, 121, 183, 81, 234, 253, 104, 238, 55, 15, 125];
+        let want = [
+            68, 173, 210, 43, 111, 49, 121, 183, 81, 234, 253, 104, 238, 55, 15, 125,
+        ];
         assert_eq!(a.key_for("u", 0).unwrap(), want);
         assert_eq!(a.key_for("9999999999:x", 0), Err(AuthError::UnknownUser));
     }

@@ -120,7 +120,9 @@ impl TurnConfig {
             return bad("realm must be 1..=127 bytes".into());
         }
         if self.secret.as_deref().unwrap_or("").is_empty() && self.static_users.is_empty() {
-            return bad("set `secret` (REST credentials) or `static_users`, or nobody can allocate".into());
+            return bad(
+                "set `secret` (REST credentials) or `static_users`, or nobody can allocate".into(),
+            );
         }
         if self.tls_bind.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
             return bad("tls_bind needs tls_cert and tls_key".into());
@@ -324,6 +326,9 @@ mod tests {
             public_ip: Some("2001:db8::1".parse().unwrap()),
             ..c
         };
-        assert_eq!(ice_servers(&v6, "b", now)[0].urls, vec!["stun:[2001:db8::1]:3478"]);
+        assert_eq!(
+            ice_servers(&v6, "b", now)[0].urls,
+            vec!["stun:[2001:db8::1]:3478"]
+        );
     }
 }

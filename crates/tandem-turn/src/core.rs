@@ -357,9 +357,10 @@ impl Core {
                     self.per_user.remove(&a.username);
                 }
             }
-            self.metrics
-                .allocations_active
-                .store(self.allocs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.allocations_active.store(
+                self.allocs.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             out.push(Output::ReleaseRelay(id));
         }
     }
@@ -440,7 +441,13 @@ impl Core {
 
     // ---- requests --------------------------------------------------------
 
-    fn handle_request(&mut self, now: Instant, five: FiveTuple, msg: &Message, out: &mut Vec<Output>) {
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        msg: &Message,
+        out: &mut Vec<Output>,
+    ) {
         match msg.method {
             m::BINDING => {
                 if !msg.unknown_required().is_empty() {
@@ -477,7 +484,9 @@ impl Core {
                 }
                 match msg.method {
                     m::REFRESH => self.refresh(now, five, id, msg, &authed.key, out),
-                    m::CREATE_PERMISSION => self.create_permission(now, five, id, msg, &authed.key, out),
+                    m::CREATE_PERMISSION => {
+                        self.create_permission(now, five, id, msg, &authed.key, out)
+                    }
                     _ => self.channel_bind(now, five, id, msg, &authed.key, out),
                 }
             }
@@ -485,7 +494,13 @@ impl Core {
         }
     }
 
-    fn unknown_attributes(&self, five: FiveTuple, msg: &Message, key: Option<&Key>, out: &mut Vec<Output>) {
+    fn unknown_attributes(
+        &self,
+        five: FiveTuple,
+        msg: &Message,
+        key: Option<&Key>,
+        out: &mut Vec<Output>,
+    ) {
         Metrics::inc(&self.metrics.error_responses);
         let unknown = msg.unknown_required();
         let mut v = Vec::with_capacity(unknown.len() * 2);
@@ -506,12 +521,19 @@ impl Core {
     }
 
     /// Long-term credential check (RFC 8489 §9.2.4). Sends the error itself.
-    fn authenticate(&mut self, now: Instant, five: FiveTuple, msg: &Message, out: &mut Vec<Output>) -> Option<Authed> {
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        msg: &Message,
+        out: &mut Vec<Output>,
+    ) -> Option<Authed> {
         if !msg.has_integrity() {
             self.challenge(now, five, msg, 401, out);
             return None;
         }
-        let (Some(username), Some(realm), Some(nonce)) = (msg.username(), msg.realm(), msg.nonce()) else {
+        let (Some(username), Some(realm), Some(nonce)) = (msg.username(), msg.realm(), msg.nonce())
+        else {
             Metrics::inc(&self.metrics.auth_failures);
             self.error(five, msg, 400, None, out);
             return None;
@@ -545,7 +567,7 @@ impl Core {
         })
     }
 
-    fn lifetime(&self, msg: &Message) -> Result<Duration, ()> {
+    fn lifetime(&self, msg: &Message) -> Result<Duration, m::ParseError> {
         let secs = match msg.lifetime()? {
             None => self.cfg.default_lifetime,
             Some(0) => 0,
@@ -660,7 +682,11 @@ impl Core {
         let mut b = Builder::new(
             &mut buf,
             m::ALLOCATE,
-            if relay.is_some() { Class::Success } else { Class::Error },
+            if relay.is_some() {
+                Class::Success
+            } else {
+                Class::Error
+            },
             req.tid,
         );
         match relay {
@@ -717,16 +743,25 @@ impl Core {
         self.allocs.insert(req.id, a);
         self.by_five.insert(req.five, req.id);
         Metrics::inc(&self.metrics.allocations_total);
-        self.metrics
-            .allocations_active
-            .store(self.allocs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.allocations_active.store(
+            self.allocs.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         out.push(Output::ToClient {
             five: req.five,
             data: buf,
         });
     }
 
-    fn refresh(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+    fn refresh(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        id: AllocId,
+        msg: &Message,
+        key: &Key,
+        out: &mut Vec<Output>,
+    ) {
         let relay_v4 = self.allocs[&id].relay.is_ipv4();
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             if v.len() != 4 {
@@ -745,13 +780,25 @@ impl Core {
             a.expires = now + lifetime;
         }
         let secs = lifetime.as_secs() as u32;
-        self.reply(five, msg, Class::Success, Some(key), |b| {
-            b.u32_attr(attr::LIFETIME, secs);
-        }, out);
+        self.reply(
+            five,
+            msg,
+            Class::Success,
+            Some(key),
+            |b| {
+                b.u32_attr(attr::LIFETIME, secs);
+            },
+            out,
+        );
     }
 
     /// Decodes and vets one XOR-PEER-ADDRESS: `Err(code)` on failure.
-    fn peer_address(&self, msg: &Message, value: &[u8], relay: SocketAddr) -> Result<SocketAddr, u16> {
+    fn peer_address(
+        &self,
+        msg: &Message,
+        value: &[u8],
+        relay: SocketAddr,
+    ) -> Result<SocketAddr, u16> {
         let peer = msg.xor_address(value).ok_or(400u16)?;
         if peer.is_ipv4() != relay.is_ipv4() {
             return Err(443);
@@ -763,10 +810,22 @@ impl Core {
         Ok(peer)
     }
 
-    fn create_permission(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        id: AllocId,
+        msg: &Message,
+        key: &Key,
+        out: &mut Vec<Output>,
+    ) {
         let relay = self.allocs[&id].relay;
         let mut peers = Vec::new();
-        for a in msg.attrs().iter().filter(|a| a.typ == attr::XOR_PEER_ADDRESS) {
+        for a in msg
+            .attrs()
+            .iter()
+            .filter(|a| a.typ == attr::XOR_PEER_ADDRESS)
+        {
             match self.peer_address(msg, a.value, relay) {
                 Ok(p) => peers.push(p.ip()),
                 Err(code) => return self.error(five, msg, code, Some(key), out),
@@ -783,7 +842,15 @@ impl Core {
         self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
     }
 
-    fn channel_bind(&mut self, now: Instant, five: FiveTuple, id: AllocId, msg: &Message, key: &Key, out: &mut Vec<Output>) {
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        id: AllocId,
+        msg: &Message,
+        key: &Key,
+        out: &mut Vec<Output>,
+    ) {
         let relay = self.allocs[&id].relay;
         let channel = match msg.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
@@ -855,7 +922,13 @@ impl Core {
         });
     }
 
-    fn handle_channel_data(&mut self, now: Instant, five: FiveTuple, cd: ChannelData, out: &mut Vec<Output>) {
+    fn handle_channel_data(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        cd: ChannelData,
+        out: &mut Vec<Output>,
+    ) {
         let Some(&id) = self.by_five.get(&five) else {
             return;
         };

@@ -230,7 +230,9 @@ impl H {
         let r = self.ask_auth(f, &Req::new(m::ALLOCATE).udp(), user, pass);
         assert!(r.is_success(), "allocate failed: {:?}", r.code());
         let msg = r.msg();
-        let relay = msg.xor_address(msg.get(attr::XOR_RELAYED_ADDRESS).unwrap()).unwrap();
+        let relay = msg
+            .xor_address(msg.get(attr::XOR_RELAYED_ADDRESS).unwrap())
+            .unwrap();
         assert!(msg.verify_integrity(&long_term_key(user, REALM, pass)));
         *self.relays.iter().find(|(_, a)| **a == relay).unwrap().0
     }
@@ -272,11 +274,20 @@ fn binding_returns_reflexive_address_and_echoes_fingerprint() {
 #[test]
 fn unknown_comprehension_required_attribute_gets_420() {
     let mut h = H::new();
-    let r = h.ask(five(1), &Req::new(m::BINDING).attr(0x7777, b"x").encode(None));
+    let r = h.ask(
+        five(1),
+        &Req::new(m::BINDING).attr(0x7777, b"x").encode(None),
+    );
     assert_eq!(r.code(), Some(420));
-    assert_eq!(r.msg().get(attr::UNKNOWN_ATTRIBUTES), Some(&[0x77, 0x77][..]));
+    assert_eq!(
+        r.msg().get(attr::UNKNOWN_ATTRIBUTES),
+        Some(&[0x77, 0x77][..])
+    );
     // Comprehension-optional unknowns are ignored.
-    let r = h.ask(five(1), &Req::new(m::BINDING).attr(0x8777, b"x").encode(None));
+    let r = h.ask(
+        five(1),
+        &Req::new(m::BINDING).attr(0x8777, b"x").encode(None),
+    );
     assert!(r.is_success());
     // On an authenticated request, 420 comes after authentication, signed.
     let req = Req::new(m::ALLOCATE).udp().attr(0x0042, &[1, 2, 3, 4]);
@@ -366,11 +377,20 @@ fn nonce_is_bound_to_the_client_address_and_forged_nonces_are_stale() {
     let nonce = h.nonce(five(1));
     let req = Req::new(m::ALLOCATE).udp();
     assert_eq!(
-        h.ask(five(2), &req.encode(Some(("alice", "alicepw", &nonce)))).code(),
+        h.ask(five(2), &req.encode(Some(("alice", "alicepw", &nonce))))
+            .code(),
         Some(438)
     );
     assert_eq!(
-        h.ask(five(2), &req.encode(Some(("alice", "alicepw", "0123456789abcdef0123456789abcdef")))).code(),
+        h.ask(
+            five(2),
+            &req.encode(Some((
+                "alice",
+                "alicepw",
+                "0123456789abcdef0123456789abcdef"
+            )))
+        )
+        .code(),
         Some(438)
     );
 }
@@ -382,7 +402,10 @@ fn rest_credentials_work_until_they_expire() {
     h.allocate(five(1), &user, &pass);
     let (bad_user, bad_pass) = mint_rest_credentials("othersecret", "carol", UNIX0 + 100);
     let req = Req::new(m::ALLOCATE).udp();
-    assert_eq!(h.ask_auth(five(2), &req, &bad_user, &bad_pass).code(), Some(401));
+    assert_eq!(
+        h.ask_auth(five(2), &req, &bad_user, &bad_pass).code(),
+        Some(401)
+    );
     h.advance(101);
     assert_eq!(h.ask_auth(five(3), &req, &user, &pass).code(), Some(401));
     assert!(h.metrics().auth_failures.load(Relaxed) >= 2);
@@ -395,13 +418,22 @@ fn allocate_validates_transport_family_and_lifetime() {
     let mut h = H::new();
     let f = five(1);
     let a = |r: Req| r;
-    assert_eq!(h.ask_auth(f, &a(Req::new(m::ALLOCATE)), "alice", "alicepw").code(), Some(400));
+    assert_eq!(
+        h.ask_auth(f, &a(Req::new(m::ALLOCATE)), "alice", "alicepw")
+            .code(),
+        Some(400)
+    );
     let tcp = Req::new(m::ALLOCATE).attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
     assert_eq!(h.ask_auth(f, &tcp, "alice", "alicepw").code(), Some(442));
-    let v6 = Req::new(m::ALLOCATE).udp().attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
+    let v6 = Req::new(m::ALLOCATE)
+        .udp()
+        .attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
     assert_eq!(h.ask_auth(f, &v6, "alice", "alicepw").code(), Some(440));
     let bad_lifetime = Req::new(m::ALLOCATE).udp().attr(attr::LIFETIME, &[1, 2]);
-    assert_eq!(h.ask_auth(f, &bad_lifetime, "alice", "alicepw").code(), Some(400));
+    assert_eq!(
+        h.ask_auth(f, &bad_lifetime, "alice", "alicepw").code(),
+        Some(400)
+    );
     let both = Req::new(m::ALLOCATE)
         .udp()
         .attr(attr::EVEN_PORT, &[0])
@@ -451,7 +483,9 @@ fn per_user_quota_gives_486_and_total_quota_gives_508() {
     let nonce = h.nonce(five(1));
     let out = h.feed(
         five(1),
-        &Req::new(m::REFRESH).lifetime(0).encode(Some(("alice", "alicepw", &nonce))),
+        &Req::new(m::REFRESH)
+            .lifetime(0)
+            .encode(Some(("alice", "alicepw", &nonce))),
     );
     assert!(matches!(out[0], Output::ReleaseRelay(_)));
     h.allocate(five(4), "alice", "alicepw");
@@ -465,7 +499,9 @@ fn failed_relay_bind_gives_508_and_releases_the_quota() {
     let nonce = h.nonce(five(1));
     let out = h.feed_with(
         five(1),
-        &Req::new(m::ALLOCATE).udp().encode(Some(("alice", "alicepw", &nonce))),
+        &Req::new(m::ALLOCATE)
+            .udp()
+            .encode(Some(("alice", "alicepw", &nonce))),
         true,
     );
     let Output::ToClient { data, .. } = &out[0] else {
@@ -483,7 +519,9 @@ fn even_port_reservation_token_flow() {
     assert!(r.is_success());
     let token = r.msg().get(attr::RESERVATION_TOKEN).unwrap().to_vec();
     assert_eq!(token.len(), 8);
-    let use_it = Req::new(m::ALLOCATE).udp().attr(attr::RESERVATION_TOKEN, &token);
+    let use_it = Req::new(m::ALLOCATE)
+        .udp()
+        .attr(attr::RESERVATION_TOKEN, &token);
     // The I/O layer sees the token in the relay request.
     let nonce = h.nonce(five(2));
     let mut out = Vec::new();
@@ -494,17 +532,31 @@ fn even_port_reservation_token_flow() {
         &mut out,
     );
     match &out[..] {
-        [Output::BindRelay(rr)] => assert_eq!(rr.use_token.map(|t| t.to_vec()), Some(token.clone())),
+        [Output::BindRelay(rr)] => {
+            assert_eq!(rr.use_token.map(|t| t.to_vec()), Some(token.clone()))
+        }
         o => panic!("{o:?}"),
     }
     // A token can be used once; an unknown one is 508.
-    let again = Req::new(m::ALLOCATE).udp().attr(attr::RESERVATION_TOKEN, &token);
-    assert_eq!(h.ask_auth(five(3), &again, "alice", "alicepw").code(), Some(508));
+    let again = Req::new(m::ALLOCATE)
+        .udp()
+        .attr(attr::RESERVATION_TOKEN, &token);
+    assert_eq!(
+        h.ask_auth(five(3), &again, "alice", "alicepw").code(),
+        Some(508)
+    );
     // Unclaimed reservations are released after 30 s.
     let r = h.ask_auth(five(4), &req, "alice", "alicepw");
-    let t2: [u8; 8] = r.msg().get(attr::RESERVATION_TOKEN).unwrap().try_into().unwrap();
+    let t2: [u8; 8] = r
+        .msg()
+        .get(attr::RESERVATION_TOKEN)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let out = h.advance(31);
-    assert!(out.iter().any(|o| matches!(o, Output::ReleaseReservation(t) if *t == t2)));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ReleaseReservation(t) if *t == t2)));
 }
 
 // ---- Refresh and lifetimes --------------------------------------------------
@@ -513,9 +565,16 @@ fn even_port_reservation_token_flow() {
 fn refresh_rules() {
     let mut h = H::new();
     let f = five(1);
-    assert_eq!(h.ask_auth(f, &Req::new(m::REFRESH), "alice", "alicepw").code(), Some(437));
+    assert_eq!(
+        h.ask_auth(f, &Req::new(m::REFRESH), "alice", "alicepw")
+            .code(),
+        Some(437)
+    );
     let id = h.allocate(f, "alice", "alicepw");
-    assert_eq!(h.ask_auth(f, &Req::new(m::REFRESH), "bob", "bobpw").code(), Some(441));
+    assert_eq!(
+        h.ask_auth(f, &Req::new(m::REFRESH), "bob", "bobpw").code(),
+        Some(441)
+    );
     let v6 = Req::new(m::REFRESH).attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
     assert_eq!(h.ask_auth(f, &v6, "alice", "alicepw").code(), Some(443));
     let r = h.ask_auth(f, &Req::new(m::REFRESH).lifetime(1200), "alice", "alicepw");
@@ -537,9 +596,13 @@ fn refresh_zero_deletes_and_tcp_close_deletes() {
     let nonce = h.nonce(five(1));
     let out = h.feed(
         five(1),
-        &Req::new(m::REFRESH).lifetime(0).encode(Some(("alice", "alicepw", &nonce))),
+        &Req::new(m::REFRESH)
+            .lifetime(0)
+            .encode(Some(("alice", "alicepw", &nonce))),
     );
-    assert!(out.iter().any(|o| matches!(o, Output::ReleaseRelay(x) if *x == id)));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ReleaseRelay(x) if *x == id)));
     let resp = out
         .iter()
         .find_map(|o| match o {
@@ -561,7 +624,12 @@ fn allocation_expires_and_stops_relaying() {
     let mut h = H::new();
     let f = five(1);
     let id = h.allocate(f, "alice", "alicepw");
-    let r = h.ask_auth(f, &Req::new(m::CHANNEL_BIND).channel(0x4000).peer(addr(PEER)), "alice", "alicepw");
+    let r = h.ask_auth(
+        f,
+        &Req::new(m::CHANNEL_BIND).channel(0x4000).peer(addr(PEER)),
+        "alice",
+        "alicepw",
+    );
     assert!(r.is_success());
     let out = h.advance(600);
     assert!(matches!(out[..], [Output::ReleaseRelay(x)] if x == id));
@@ -578,19 +646,31 @@ fn create_permission_rules_and_deny_list() {
     let mut h = H::new();
     let f = five(1);
     let no_alloc = Req::new(m::CREATE_PERMISSION).peer(addr(PEER));
-    assert_eq!(h.ask_auth(f, &no_alloc, "alice", "alicepw").code(), Some(437));
+    assert_eq!(
+        h.ask_auth(f, &no_alloc, "alice", "alicepw").code(),
+        Some(437)
+    );
     h.allocate(f, "alice", "alicepw");
     assert_eq!(h.ask_auth(f, &no_alloc, "bob", "bobpw").code(), Some(441));
     let none = Req::new(m::CREATE_PERMISSION);
     assert_eq!(h.ask_auth(f, &none, "alice", "alicepw").code(), Some(400));
-    for denied in ["127.0.0.1:80", "10.0.0.1:80", "192.168.1.1:80", "169.254.169.254:80", "224.0.0.1:80", "0.0.0.0:80"] {
+    for denied in [
+        "127.0.0.1:80",
+        "10.0.0.1:80",
+        "192.168.1.1:80",
+        "169.254.169.254:80",
+        "224.0.0.1:80",
+        "0.0.0.0:80",
+    ] {
         let r = Req::new(m::CREATE_PERMISSION).peer(addr(denied));
         let resp = h.ask_auth(f, &r, "alice", "alicepw");
         assert_eq!(resp.code(), Some(403), "{denied}");
         assert!(resp.msg().verify_integrity(&key("alice", "alicepw")));
     }
     // All-or-nothing: one denied peer refuses the whole request.
-    let mixed = Req::new(m::CREATE_PERMISSION).peer(addr(PEER)).peer(addr("127.0.0.1:1"));
+    let mixed = Req::new(m::CREATE_PERMISSION)
+        .peer(addr(PEER))
+        .peer(addr("127.0.0.1:1"));
     assert_eq!(h.ask_auth(f, &mixed, "alice", "alicepw").code(), Some(403));
     let v6 = Req::new(m::CREATE_PERMISSION).peer(addr("[2001:db8::1]:80"));
     assert_eq!(h.ask_auth(f, &v6, "alice", "alicepw").code(), Some(443));
@@ -609,7 +689,11 @@ fn allow_list_overrides_the_default_deny() {
     let ok = Req::new(m::CREATE_PERMISSION).peer(addr("127.0.0.1:5000"));
     assert!(h.ask_auth(five(1), &ok, "alice", "alicepw").is_success());
     let still_denied = Req::new(m::CREATE_PERMISSION).peer(addr("127.0.0.2:5000"));
-    assert_eq!(h.ask_auth(five(1), &still_denied, "alice", "alicepw").code(), Some(403));
+    assert_eq!(
+        h.ask_auth(five(1), &still_denied, "alice", "alicepw")
+            .code(),
+        Some(403)
+    );
 }
 
 #[test]
@@ -623,10 +707,19 @@ fn send_indication_and_data_indication_need_a_live_permission() {
     // No permission yet: dropped both ways.
     assert!(h.feed(f, &send.encode(None)).is_empty());
     assert!(h.peer_data(id, peer, b"hi").is_empty());
-    let r = h.ask_auth(f, &Req::new(m::CREATE_PERMISSION).peer(peer), "alice", "alicepw");
+    let r = h.ask_auth(
+        f,
+        &Req::new(m::CREATE_PERMISSION).peer(peer),
+        "alice",
+        "alicepw",
+    );
     assert!(r.is_success());
     match &h.feed(f, &send.encode(None))[..] {
-        [Output::ToPeer { alloc, peer: p, data }] => {
+        [Output::ToPeer {
+            alloc,
+            peer: p,
+            data,
+        }] => {
             assert_eq!((*alloc, *p, &data[..]), (id, peer, &b"hello"[..]));
         }
         o => panic!("{o:?}"),
@@ -639,13 +732,19 @@ fn send_indication_and_data_indication_need_a_live_permission() {
             let msg = Message::parse(data).unwrap();
             assert_eq!((msg.method, msg.class), (m::DATA, Class::Indication));
             assert_eq!(msg.get(attr::DATA), Some(&b"back"[..]));
-            assert_eq!(msg.xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap()), Some(other_port));
+            assert_eq!(
+                msg.xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap()),
+                Some(other_port)
+            );
         }
         o => panic!("{o:?}"),
     }
     assert!(h.peer_data(id, addr("198.51.100.8:1"), b"x").is_empty());
     // Send indications with unknown comprehension-required attributes are dropped.
-    let mut weird = Req::new(m::SEND).peer(peer).attr(attr::DATA, b"x").attr(0x0777, b"y");
+    let mut weird = Req::new(m::SEND)
+        .peer(peer)
+        .attr(attr::DATA, b"x")
+        .attr(0x0777, b"y");
     weird.class = Class::Indication;
     assert!(h.feed(f, &weird.encode(None)).is_empty());
     // Permission lifetime is 300 s.
@@ -665,27 +764,57 @@ fn channel_bind_rules() {
     let peer = addr(PEER);
     let peer2 = addr("198.51.100.8:9000");
     let bind = |n: u16, p: SocketAddr| Req::new(m::CHANNEL_BIND).channel(n).peer(p);
-    assert_eq!(h.ask_auth(f, &bind(0x4000, peer), "alice", "alicepw").code(), Some(437));
+    assert_eq!(
+        h.ask_auth(f, &bind(0x4000, peer), "alice", "alicepw")
+            .code(),
+        Some(437)
+    );
     let id = h.allocate(f, "alice", "alicepw");
     for bad in [0x3FFF, 0x8000, 0x0001] {
-        assert_eq!(h.ask_auth(f, &bind(bad, peer), "alice", "alicepw").code(), Some(400));
+        assert_eq!(
+            h.ask_auth(f, &bind(bad, peer), "alice", "alicepw").code(),
+            Some(400)
+        );
     }
     let no_peer = Req::new(m::CHANNEL_BIND).channel(0x4000);
-    assert_eq!(h.ask_auth(f, &no_peer, "alice", "alicepw").code(), Some(400));
+    assert_eq!(
+        h.ask_auth(f, &no_peer, "alice", "alicepw").code(),
+        Some(400)
+    );
     let no_num = Req::new(m::CHANNEL_BIND).peer(peer);
     assert_eq!(h.ask_auth(f, &no_num, "alice", "alicepw").code(), Some(400));
-    assert_eq!(h.ask_auth(f, &bind(0x4000, addr("10.0.0.1:1")), "alice", "alicepw").code(), Some(403));
-    assert!(h.ask_auth(f, &bind(0x4000, peer), "alice", "alicepw").is_success());
+    assert_eq!(
+        h.ask_auth(f, &bind(0x4000, addr("10.0.0.1:1")), "alice", "alicepw")
+            .code(),
+        Some(403)
+    );
+    assert!(h
+        .ask_auth(f, &bind(0x4000, peer), "alice", "alicepw")
+        .is_success());
     // Same channel to another peer, or same peer to another channel: 400.
-    assert_eq!(h.ask_auth(f, &bind(0x4000, peer2), "alice", "alicepw").code(), Some(400));
-    assert_eq!(h.ask_auth(f, &bind(0x4001, peer), "alice", "alicepw").code(), Some(400));
+    assert_eq!(
+        h.ask_auth(f, &bind(0x4000, peer2), "alice", "alicepw")
+            .code(),
+        Some(400)
+    );
+    assert_eq!(
+        h.ask_auth(f, &bind(0x4001, peer), "alice", "alicepw")
+            .code(),
+        Some(400)
+    );
     // Rebinding the same pair refreshes.
-    assert!(h.ask_auth(f, &bind(0x4000, peer), "alice", "alicepw").is_success());
+    assert!(h
+        .ask_auth(f, &bind(0x4000, peer), "alice", "alicepw")
+        .is_success());
     // ChannelData both ways.
     let mut cd = Vec::new();
     ChannelData::encode(0x4000, b"media", false, &mut cd);
     match &h.feed(f, &cd)[..] {
-        [Output::ToPeer { alloc, peer: p, data }] => assert_eq!((*alloc, *p, &data[..]), (id, peer, &b"media"[..])),
+        [Output::ToPeer {
+            alloc,
+            peer: p,
+            data,
+        }] => assert_eq!((*alloc, *p, &data[..]), (id, peer, &b"media"[..])),
         o => panic!("{o:?}"),
     }
     let mut unbound = Vec::new();
@@ -693,12 +822,20 @@ fn channel_bind_rules() {
     assert!(h.feed(f, &unbound).is_empty());
     match &h.peer_data(id, peer, b"reply")[..] {
         [Output::ToClient { data, .. }] => {
-            assert_eq!(ChannelData::parse(data), Some(ChannelData { channel: 0x4000, data: b"reply" }));
+            assert_eq!(
+                ChannelData::parse(data),
+                Some(ChannelData {
+                    channel: 0x4000,
+                    data: b"reply"
+                })
+            );
         }
         o => panic!("{o:?}"),
     }
     // Channel binding installed a permission for the peer's IP.
-    let mut send = Req::new(m::SEND).peer(addr("198.51.100.7:1")).attr(attr::DATA, b"s");
+    let mut send = Req::new(m::SEND)
+        .peer(addr("198.51.100.7:1"))
+        .attr(attr::DATA, b"s");
     send.class = Class::Indication;
     assert_eq!(h.feed(f, &send.encode(None)).len(), 1);
 }
@@ -710,7 +847,12 @@ fn channel_data_over_tcp_is_padded_and_channels_expire() {
     f.proto = Proto::Tcp;
     let peer = addr(PEER);
     let id = h.allocate(f, "alice", "alicepw");
-    let r = h.ask_auth(f, &Req::new(m::CHANNEL_BIND).channel(0x4001).peer(peer), "alice", "alicepw");
+    let r = h.ask_auth(
+        f,
+        &Req::new(m::CHANNEL_BIND).channel(0x4001).peer(peer),
+        "alice",
+        "alicepw",
+    );
     assert!(r.is_success());
     match &h.peer_data(id, peer, b"abcde")[..] {
         [Output::ToClient { data, .. }] => assert_eq!(data.len(), 12),
@@ -719,8 +861,17 @@ fn channel_data_over_tcp_is_padded_and_channels_expire() {
     // Keep the allocation and permission alive, let the channel (600 s) lapse.
     for _ in 0..2 {
         h.advance(290);
-        assert!(h.ask_auth(f, &Req::new(m::CREATE_PERMISSION).peer(peer), "alice", "alicepw").is_success());
-        assert!(h.ask_auth(f, &Req::new(m::REFRESH), "alice", "alicepw").is_success());
+        assert!(h
+            .ask_auth(
+                f,
+                &Req::new(m::CREATE_PERMISSION).peer(peer),
+                "alice",
+                "alicepw"
+            )
+            .is_success());
+        assert!(h
+            .ask_auth(f, &Req::new(m::REFRESH), "alice", "alicepw")
+            .is_success());
     }
     h.advance(30);
     let mut cd = Vec::new();
@@ -728,12 +879,21 @@ fn channel_data_over_tcp_is_padded_and_channels_expire() {
     assert!(h.feed(f, &cd).is_empty());
     // Peer data now arrives as a Data indication.
     match &h.peer_data(id, peer, b"y")[..] {
-        [Output::ToClient { data, .. }] => assert_eq!(Message::parse(data).unwrap().method, m::DATA),
+        [Output::ToClient { data, .. }] => {
+            assert_eq!(Message::parse(data).unwrap().method, m::DATA)
+        }
         o => panic!("{o:?}"),
     }
     // And the channel number may be bound to a new peer.
     let peer2 = addr("198.51.100.9:1");
-    assert!(h.ask_auth(f, &Req::new(m::CHANNEL_BIND).channel(0x4001).peer(peer2), "alice", "alicepw").is_success());
+    assert!(h
+        .ask_auth(
+            f,
+            &Req::new(m::CHANNEL_BIND).channel(0x4001).peer(peer2),
+            "alice",
+            "alicepw"
+        )
+        .is_success());
 }
 
 // ---- bandwidth --------------------------------------------------------------
@@ -746,7 +906,14 @@ fn bandwidth_quota_drops_excess_per_allocation() {
     let f = five(1);
     let peer = addr(PEER);
     let id = h.allocate(f, "alice", "alicepw");
-    assert!(h.ask_auth(f, &Req::new(m::CHANNEL_BIND).channel(0x4000).peer(peer), "alice", "alicepw").is_success());
+    assert!(h
+        .ask_auth(
+            f,
+            &Req::new(m::CHANNEL_BIND).channel(0x4000).peer(peer),
+            "alice",
+            "alicepw"
+        )
+        .is_success());
     let mut cd = Vec::new();
     ChannelData::encode(0x4000, &[0u8; 600], false, &mut cd);
     assert_eq!(h.feed(f, &cd).len(), 1);
@@ -801,7 +968,9 @@ fn random_and_mutated_input_never_panics() {
     let id = h.allocate(f, "alice", "alicepw");
     let nonce = h.nonce(f);
     let auth = Some(("alice", "alicepw", nonce.as_str()));
-    let mut ind = Req::new(m::SEND).peer(addr(PEER)).attr(attr::DATA, b"payload");
+    let mut ind = Req::new(m::SEND)
+        .peer(addr(PEER))
+        .attr(attr::DATA, b"payload");
     ind.class = Class::Indication;
     let mut cd = Vec::new();
     ChannelData::encode(0x4000, b"chan", false, &mut cd);
@@ -810,7 +979,10 @@ fn random_and_mutated_input_never_panics() {
         Req::new(m::ALLOCATE).udp().encode(auth),
         Req::new(m::REFRESH).lifetime(700).encode(auth),
         Req::new(m::CREATE_PERMISSION).peer(addr(PEER)).encode(auth),
-        Req::new(m::CHANNEL_BIND).channel(0x4000).peer(addr(PEER)).encode(auth),
+        Req::new(m::CHANNEL_BIND)
+            .channel(0x4000)
+            .peer(addr(PEER))
+            .encode(auth),
         ind.encode(None),
         cd,
     ];
@@ -854,7 +1026,8 @@ fn random_and_mutated_input_never_panics() {
                 }
                 Output::BindRelay(req) => {
                     let mut more = Vec::new();
-                    h.core.relay_bound(h.now, req, Some(addr("192.0.2.10:60000")), &mut more);
+                    h.core
+                        .relay_bound(h.now, req, Some(addr("192.0.2.10:60000")), &mut more);
                 }
                 _ => {}
             }

@@ -145,7 +145,11 @@ impl Shared {
         for _ in 0..64 {
             let mut port = self.port_min as u32 + fastrand::u32(0..span);
             if req.even_port && port % 2 == 1 {
-                port = if port > self.port_min as u32 { port - 1 } else { port + 1 };
+                port = if port > self.port_min as u32 {
+                    port - 1
+                } else {
+                    port + 1
+                };
                 if port > self.port_max as u32 {
                     continue;
                 }
@@ -172,7 +176,11 @@ impl Shared {
     fn bind_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
         {
             let Some(std_sock) = self.pick_port(st, req) else {
-                tracing::warn!("turn: no free relay port in {}-{}", self.port_min, self.port_max);
+                tracing::warn!(
+                    "turn: no free relay port in {}-{}",
+                    self.port_min,
+                    self.port_max
+                );
                 return None;
             };
             let port = std_sock.local_addr().ok()?.port();
@@ -235,7 +243,9 @@ async fn timer_loop(shared: Arc<Shared>) {
     loop {
         let next = shared.lock().core.poll_timeout();
         tokio::time::sleep_until(next.into()).await;
-        shared.drive(&mut sc, |core, out| core.handle_timeout(Instant::now(), out));
+        shared.drive(&mut sc, |core, out| {
+            core.handle_timeout(Instant::now(), out)
+        });
     }
 }
 
@@ -261,7 +271,11 @@ async fn tcp_accept_loop(
         let five = FiveTuple {
             client: from,
             server: local,
-            proto: if tls.is_some() { Proto::Tls } else { Proto::Tcp },
+            proto: if tls.is_some() {
+                Proto::Tls
+            } else {
+                Proto::Tcp
+            },
         };
         let shared2 = shared.clone();
         let tls = tls.clone();
@@ -372,7 +386,10 @@ fn load_tls(config: &TurnConfig) -> Result<tokio_rustls::TlsAcceptor, StartError
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| StartError::Tls(format!("{}: {e}", cert_path.display())))?;
     if certs.is_empty() {
-        return Err(StartError::Tls(format!("{}: no certificate", cert_path.display())));
+        return Err(StartError::Tls(format!(
+            "{}: no certificate",
+            cert_path.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| StartError::Tls(format!("{}: {e}", key_path.display())))?;
@@ -406,7 +423,11 @@ impl TurnServer {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let auth = Authenticator::new(&config.realm, config.secret.as_deref(), &config.static_users);
+        let auth = Authenticator::new(
+            &config.realm,
+            config.secret.as_deref(),
+            &config.static_users,
+        );
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -427,11 +448,19 @@ impl TurnServer {
             None => None,
         };
         let tcp = match config.tcp_bind {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_err("TCP", addr))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err("TCP", addr))?,
+            ),
             None => None,
         };
         let tls_listener = match config.tls_bind {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_err("TLS", addr))?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err("TLS", addr))?,
+            ),
             None => None,
         };
         let shared = Arc::new(Shared {
@@ -442,9 +471,7 @@ impl TurnServer {
                 reserved: HashMap::new(),
             }),
             udp: udp.clone(),
-            relay_bind_ip: config
-                .relay_bind_ip
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            relay_bind_ip: config.relay_bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             relay_adv_ip: config.relay_ip().expect("validated"),
             port_min: config.relay_port_min,
             port_max: config.relay_port_max,

@@ -295,7 +295,8 @@ impl<'a> Message<'a> {
     }
 
     pub fn username(&self) -> Option<&'a str> {
-        self.get(attr::USERNAME).and_then(|v| std::str::from_utf8(v).ok())
+        self.get(attr::USERNAME)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     pub fn realm(&self) -> Option<&'a [u8]> {
@@ -307,11 +308,11 @@ impl<'a> Message<'a> {
     }
 
     /// LIFETIME in seconds, `Err` when malformed.
-    pub fn lifetime(&self) -> Result<Option<u32>, ()> {
+    pub fn lifetime(&self) -> Result<Option<u32>, ParseError> {
         match self.get(attr::LIFETIME) {
             None => Ok(None),
             Some(v) if v.len() == 4 => Ok(Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))),
-            Some(_) => Err(()),
+            Some(_) => Err(ParseError::BadAttribute),
         }
     }
 
@@ -372,7 +373,8 @@ impl<'b> Builder<'b> {
     /// Appends an attribute with padding.
     pub fn attr(&mut self, typ: u16, value: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(&typ.to_be_bytes());
-        self.buf.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(value);
         let pad = (4 - value.len() % 4) % 4;
         self.buf.extend_from_slice(&[0u8; 3][..pad]);
@@ -564,8 +566,21 @@ mod tests {
 
     #[test]
     fn type_roundtrip() {
-        for m in [BINDING, ALLOCATE, REFRESH, SEND, DATA, CREATE_PERMISSION, CHANNEL_BIND] {
-            for c in [Class::Request, Class::Indication, Class::Success, Class::Error] {
+        for m in [
+            BINDING,
+            ALLOCATE,
+            REFRESH,
+            SEND,
+            DATA,
+            CREATE_PERMISSION,
+            CHANNEL_BIND,
+        ] {
+            for c in [
+                Class::Request,
+                Class::Indication,
+                Class::Success,
+                Class::Error,
+            ] {
                 assert_eq!(split_type(join_type(m, c)), (m, c));
             }
         }
@@ -593,7 +608,10 @@ mod tests {
         assert!(!m.verify_integrity(b"wrong"));
         let mut bad = raw.clone();
         bad[30] ^= 1;
-        assert_eq!(Message::parse(&bad).unwrap_err(), ParseError::BadFingerprint);
+        assert_eq!(
+            Message::parse(&bad).unwrap_err(),
+            ParseError::BadFingerprint
+        );
     }
 
     #[test]
@@ -602,7 +620,10 @@ mod tests {
         let mut buf = Vec::new();
         let mut b = Builder::new(&mut buf, ALLOCATE, Class::Success, tid);
         b.xor_address(attr::XOR_RELAYED_ADDRESS, "192.0.2.1:5000".parse().unwrap());
-        b.xor_address(attr::XOR_MAPPED_ADDRESS, "[2001:db8::1]:40000".parse().unwrap());
+        b.xor_address(
+            attr::XOR_MAPPED_ADDRESS,
+            "[2001:db8::1]:40000".parse().unwrap(),
+        );
         b.u32_attr(attr::LIFETIME, 600);
         b.attr(attr::SOFTWARE, b"abc");
         b.integrity(b"key");

@@ -171,7 +171,13 @@ mod tests {
         ] {
             assert!(!p.permits(ip(bad)), "{bad} should be denied");
         }
-        for good in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860::8888", "::ffff:8.8.8.8"] {
+        for good in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:4860::8888",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(p.permits(ip(good)), "{good} should be allowed");
         }
     }
@@ -179,7 +185,10 @@ mod tests {
     #[test]
     fn allow_and_deny_lists() {
         let p = PeerPolicy {
-            allow: vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            allow: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
             deny: vec!["8.8.0.0/16".parse().unwrap()],
         };
         assert!(p.permits(ip("127.0.0.1")));
