@@ -7,9 +7,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PROFILE="${PROFILE:-debug}"
-PORT="${TURN_TEST_PORT:-34780}"
-TLS_PORT="${TURN_TEST_TLS_PORT:-34781}"
-PEER_PORT="${TURN_TEST_PEER_PORT:-34790}"
+PORT="${TURN_TEST_PORT:-21780}"
+TLS_PORT="${TURN_TEST_TLS_PORT:-21781}"
+PEER_PORT="${TURN_TEST_PEER_PORT:-21790}"
 MSGS="${TURN_TEST_MSGS:-200}"
 CLIENTS="${TURN_TEST_CLIENTS:-4}"
 
@@ -48,8 +48,8 @@ tls_cert = "$WORK/cert.pem"
 tls_key = "$WORK/key.pem"
 public_ip = "127.0.0.1"
 relay_bind_ip = "127.0.0.1"
-relay_port_min = 45000
-relay_port_max = 47999
+relay_port_min = 22000
+relay_port_max = 22999
 realm = "tandem"
 # Many short test runs share these users; allocations of UDP runs live on.
 max_allocations_per_user = 1000

@@ -403,6 +403,19 @@ fn load_tls(config: &TurnConfig) -> Result<tokio_rustls::TlsAcceptor, StartError
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// A TCP listener with SO_REUSEADDR, so a restart is not blocked by the
+/// previous run's TIME_WAIT connections.
+fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
 fn random_key() -> [u8; 32] {
     let mut k = [0u8; 32];
     let provider = rustls::crypto::ring::default_provider();
@@ -448,19 +461,11 @@ impl TurnServer {
             None => None,
         };
         let tcp = match config.tcp_bind {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(bind_err("TCP", addr))?,
-            ),
+            Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TCP", addr))?),
             None => None,
         };
         let tls_listener = match config.tls_bind {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(bind_err("TLS", addr))?,
-            ),
+            Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TLS", addr))?),
             None => None,
         };
         let shared = Arc::new(Shared {
