@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("turn: TLS: {0}")]
     Tls(String),
+    #[error("turn: cannot start the server thread: {0}")]
+    Runtime(io::Error),
 }
 
 const STREAM_QUEUE: usize = 512;
@@ -371,7 +373,6 @@ pub struct TurnServer;
 /// A running server.
 pub struct TurnHandle {
     shared: Arc<Shared>,
-    tasks: Vec<AbortHandle>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -427,8 +428,10 @@ fn random_key() -> [u8; 32] {
 }
 
 impl TurnServer {
-    /// Validates `config`, binds every listener and spawns the tasks. Must
-    /// be called inside a tokio runtime.
+    /// Validates `config`, binds every listener and starts the server on a
+    /// dedicated thread with its own single-threaded tokio runtime (so the
+    /// relay path never waits behind other work, and never pays for
+    /// cross-thread wake-ups). Returns once the listeners are bound.
     pub async fn start(config: TurnConfig) -> Result<TurnHandle, StartError> {
         let policy = config.validate()?;
         let tls = match config.tls_bind {
@@ -453,68 +456,113 @@ impl TurnServer {
             unix,
             metrics.clone(),
         );
-        let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
-        let udp = match config.udp_bind {
-            Some(addr) => Some(Arc::new(
-                UdpSocket::bind(addr).await.map_err(bind_err("UDP", addr))?,
-            )),
-            None => None,
-        };
-        let tcp = match config.tcp_bind {
-            Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TCP", addr))?),
-            None => None,
-        };
-        let tls_listener = match config.tls_bind {
-            Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TLS", addr))?),
-            None => None,
-        };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                core,
-                relays: HashMap::new(),
-                streams: HashMap::new(),
-                reserved: HashMap::new(),
-            }),
-            udp: udp.clone(),
-            relay_bind_ip: config.relay_bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            relay_adv_ip: config.relay_ip().expect("validated"),
-            port_min: config.relay_port_min,
-            port_max: config.relay_port_max,
-            max_streams: config.max_tcp_connections,
-            metrics: metrics.clone(),
-            shutdown: tokio::sync::watch::channel(false).0,
-        });
-        let mut tasks = Vec::new();
-        let local = |r: io::Result<SocketAddr>| r.ok();
-        let udp_addr = udp.as_ref().and_then(|u| local(u.local_addr()));
-        if let (Some(u), Some(addr)) = (udp, udp_addr) {
-            tasks.push(tokio::spawn(udp_loop(shared.clone(), u, addr)).abort_handle());
-        }
-        let tcp_addr = tcp.as_ref().and_then(|l| local(l.local_addr()));
-        if let Some(l) = tcp {
-            tasks.push(tokio::spawn(tcp_accept_loop(shared.clone(), l, None)).abort_handle());
-        }
-        let tls_addr = tls_listener.as_ref().and_then(|l| local(l.local_addr()));
-        if let Some(l) = tls_listener {
-            tasks.push(tokio::spawn(tcp_accept_loop(shared.clone(), l, tls)).abort_handle());
-        }
-        tasks.push(tokio::spawn(timer_loop(shared.clone())).abort_handle());
-        metrics::set_current(metrics);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tandem-turn".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Runtime(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match bind_and_spawn(config, core, tls, metrics) {
+                        Ok(handle) => {
+                            let mut stop = handle.shared.shutdown.subscribe();
+                            if ready_tx.send(Ok(handle)).is_ok() {
+                                let _ = stop.wait_for(|s| *s).await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Dropping the runtime ends every task and closes every socket.
+            })
+            .map_err(StartError::Runtime)?;
+        let handle = ready_rx
+            .await
+            .map_err(|_| StartError::Runtime(io::Error::other("TURN thread exited")))??;
+        metrics::set_current(handle.shared.metrics.clone());
         tracing::info!(
-            udp = ?udp_addr,
-            tcp = ?tcp_addr,
-            tls = ?tls_addr,
-            relay_ip = %shared.relay_adv_ip,
+            udp = ?handle.udp_addr,
+            tcp = ?handle.tcp_addr,
+            tls = ?handle.tls_addr,
+            relay_ip = %handle.shared.relay_adv_ip,
             "turn: STUN/TURN server listening"
         );
-        Ok(TurnHandle {
-            shared,
-            tasks,
-            udp_addr,
-            tcp_addr,
-            tls_addr,
-        })
+        Ok(handle)
     }
+}
+
+/// Binds the listeners and spawns the tasks on the current (TURN) runtime.
+fn bind_and_spawn(
+    config: TurnConfig,
+    core: Core,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Arc<Metrics>,
+) -> Result<TurnHandle, StartError> {
+    let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
+    let udp = match config.udp_bind {
+        Some(addr) => {
+            let s = std::net::UdpSocket::bind(addr).map_err(bind_err("UDP", addr))?;
+            s.set_nonblocking(true).map_err(bind_err("UDP", addr))?;
+            Some(Arc::new(
+                UdpSocket::from_std(s).map_err(bind_err("UDP", addr))?,
+            ))
+        }
+        None => None,
+    };
+    let tcp = match config.tcp_bind {
+        Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TCP", addr))?),
+        None => None,
+    };
+    let tls_listener = match config.tls_bind {
+        Some(addr) => Some(listen_tcp(addr).map_err(bind_err("TLS", addr))?),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            core,
+            relays: HashMap::new(),
+            streams: HashMap::new(),
+            reserved: HashMap::new(),
+        }),
+        udp: udp.clone(),
+        relay_bind_ip: config.relay_bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        relay_adv_ip: config.relay_ip().expect("validated"),
+        port_min: config.relay_port_min,
+        port_max: config.relay_port_max,
+        max_streams: config.max_tcp_connections,
+        metrics,
+        shutdown: tokio::sync::watch::channel(false).0,
+    });
+    let local = |r: io::Result<SocketAddr>| r.ok();
+    let udp_addr = udp.as_ref().and_then(|u| local(u.local_addr()));
+    if let (Some(u), Some(addr)) = (udp, udp_addr) {
+        tokio::spawn(udp_loop(shared.clone(), u, addr));
+    }
+    let tcp_addr = tcp.as_ref().and_then(|l| local(l.local_addr()));
+    if let Some(l) = tcp {
+        tokio::spawn(tcp_accept_loop(shared.clone(), l, None));
+    }
+    let tls_addr = tls_listener.as_ref().and_then(|l| local(l.local_addr()));
+    if let Some(l) = tls_listener {
+        tokio::spawn(tcp_accept_loop(shared.clone(), l, tls));
+    }
+    tokio::spawn(timer_loop(shared.clone()));
+    Ok(TurnHandle {
+        shared,
+        udp_addr,
+        tcp_addr,
+        tls_addr,
+    })
 }
 
 impl TurnHandle {
@@ -540,18 +588,10 @@ impl TurnHandle {
         self.shared.lock().core.allocation_count()
     }
 
-    /// Stops every task and closes every socket.
+    /// Stops the server: its thread's runtime ends, which ends every task
+    /// and closes every socket. Dropping the handle without calling this
+    /// leaves the server running.
     pub fn shutdown(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
         self.shared.shutdown.send_replace(true);
-        let mut st = self.shared.lock();
-        for (_, r) in st.relays.drain() {
-            r.task.abort();
-        }
-        for (_, (_, w)) in st.streams.drain() {
-            w.abort();
-        }
     }
 }
