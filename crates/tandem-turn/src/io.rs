@@ -40,6 +40,16 @@ const STREAM_QUEUE: usize = 512;
 const STREAM_IDLE: Duration = Duration::from_secs(600);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 65_536;
+/// Kernel buffer sizes: a burst (or a moment without CPU) is absorbed rather
+/// than dropped. The kernel caps them at net.core.{r,w}mem_max.
+const LISTENER_SOCKET_BUFFER: usize = 4 << 20;
+const RELAY_SOCKET_BUFFER: usize = 512 << 10;
+
+fn set_buffers(s: &std::net::UdpSocket, size: usize) {
+    let r = socket2::SockRef::from(s);
+    let _ = r.set_recv_buffer_size(size);
+    let _ = r.set_send_buffer_size(size);
+}
 
 struct Relay {
     sock: Arc<UdpSocket>,
@@ -186,6 +196,7 @@ impl Shared {
                 return None;
             };
             let port = std_sock.local_addr().ok()?.port();
+            set_buffers(&std_sock, RELAY_SOCKET_BUFFER);
             if std_sock.set_nonblocking(true).is_err() {
                 return None;
             }
@@ -513,6 +524,7 @@ fn bind_and_spawn(
         Some(addr) => {
             let s = std::net::UdpSocket::bind(addr).map_err(bind_err("UDP", addr))?;
             s.set_nonblocking(true).map_err(bind_err("UDP", addr))?;
+            set_buffers(&s, LISTENER_SOCKET_BUFFER);
             Some(Arc::new(
                 UdpSocket::from_std(s).map_err(bind_err("UDP", addr))?,
             ))
