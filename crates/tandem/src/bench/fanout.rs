@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem_server::auth::{self, ChannelGrants, Claims, Grants};
 use tokio::net::TcpStream;
-use tokio_websockets::{MaybeTlsStream, Message, WebSocketStream};
+use tokio_websockets::{Message, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<TcpStream>;
 
 const CHANNEL: &str = "bench";
 const CONNECT_CONCURRENCY: usize = 200;
@@ -61,11 +61,7 @@ fn token(identity: &str, publish: bool) -> String {
 
 async fn open(server: &ServerProcess, path: &str) -> Result<Ws> {
     let url = format!("ws://{}{path}", server.addr);
-    let (ws, _) = tokio_websockets::ClientBuilder::new()
-        .uri(&url)?
-        .connect()
-        .await?;
-    Ok(ws)
+    Ok(tandem_client::connect_socket(&url, None).await?)
 }
 
 /// Reads frames until one contains `"id":<id>` (the reply to a request).
