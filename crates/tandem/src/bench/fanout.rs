@@ -1,0 +1,343 @@
+//! Fan-out benchmark: one publisher, N subscribers on one channel, closed loop.
+
+use super::procstat::{cpu_seconds, rss_kib};
+use super::servers::{start_node, start_tandem, ServerProcess, BENCH_KEY, BENCH_SECRET};
+use super::FanoutArgs;
+use anyhow::{bail, Context, Result};
+use futures_util::{stream, SinkExt, StreamExt};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_server::auth::{self, ChannelGrants, Claims, Grants};
+use tokio::net::TcpStream;
+use tokio_websockets::{Message, WebSocketStream};
+
+type Ws = WebSocketStream<TcpStream>;
+
+const CHANNEL: &str = "bench";
+const CONNECT_CONCURRENCY: usize = 200;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    Tandem,
+    Node,
+}
+
+struct Outcome {
+    delivered: u64,
+    seconds: f64,
+    steady_p50_ms: f64,
+    steady_p99_ms: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu: f64,
+    client_cpu: f64,
+    rss_kib: u64,
+}
+
+fn token(identity: &str, publish: bool) -> String {
+    let now = auth::now_secs();
+    let channels = if publish {
+        ChannelGrants {
+            subscribe: vec![],
+            publish: vec![CHANNEL.into()],
+        }
+    } else {
+        ChannelGrants {
+            subscribe: vec![CHANNEL.into()],
+            publish: vec![],
+        }
+    };
+    let claims = Claims {
+        iss: BENCH_KEY.into(),
+        sub: identity.into(),
+        exp: now + 3600,
+        grants: Grants {
+            channels,
+            ..Grants::default()
+        },
+        ..Claims::default()
+    };
+    auth::encode(&claims, BENCH_SECRET)
+}
+
+async fn open(server: &ServerProcess, path: &str) -> Result<Ws> {
+    let url = format!("ws://{}{path}", server.addr);
+    Ok(tandem_client::connect_socket(&url, None).await?)
+}
+
+/// Reads frames until one contains `"id":<id>` (the reply to a request).
+async fn await_reply(ws: &mut Ws, id: u64) -> Result<()> {
+    let needle = format!("\"id\":{id}");
+    while let Some(msg) = ws.next().await {
+        let msg = msg?;
+        if let Some(text) = msg.as_text() {
+            if text.contains(&needle) {
+                if text.contains("\"type\":\"error\"") {
+                    bail!("server refused: {text}");
+                }
+                return Ok(());
+            }
+        }
+    }
+    bail!("connection closed before reply {id}")
+}
+
+/// Opens a connection ready to receive: authenticated and subscribed for Tandem.
+async fn subscriber(
+    server: &ServerProcess,
+    flavor: Flavor,
+    n: usize,
+    subscribe: bool,
+) -> Result<Ws> {
+    let mut ws = open(server, if flavor == Flavor::Tandem { "/ws" } else { "/" }).await?;
+    if flavor == Flavor::Tandem {
+        let connect =
+            json!({"id": 1, "type": "connect", "token": token(&format!("sub{n}"), false)});
+        ws.send(Message::text(connect.to_string())).await?;
+        await_reply(&mut ws, 1).await?;
+        if subscribe {
+            let sub = json!({"id": 2, "type": "subscribe", "channel": CHANNEL});
+            ws.send(Message::text(sub.to_string())).await?;
+            await_reply(&mut ws, 2).await?;
+        }
+    }
+    Ok(ws)
+}
+
+async fn connect_many(
+    server: &ServerProcess,
+    flavor: Flavor,
+    count: usize,
+    subscribe: bool,
+) -> Result<Vec<Ws>> {
+    let results: Vec<Result<Ws>> = stream::iter(0..count)
+        .map(|n| subscriber(server, flavor, n, subscribe))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Microseconds since `epoch`, embedded in each payload as `"t":…`.
+fn parse_t(text: &str) -> Option<u64> {
+    let start = text.find("\"t\":")? + 4;
+    let digits: &str = &text[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// Waits until `delivered` reaches `target`, failing after the deadline.
+async fn wait_delivered(
+    delivered: &AtomicU64,
+    target: u64,
+    deadline: Instant,
+    name: &str,
+) -> Result<()> {
+    while delivered.load(Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: deliveries stalled at {} of {target}",
+                delivered.load(Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Two phases on the same connections: (1) latency at a steady publish rate (open
+/// loop), (2) capacity with a window of publications in flight (closed loop).
+async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Result<Outcome> {
+    let subs = connect_many(server, flavor, args.subscribers, true).await?;
+    let epoch = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let n = args.subscribers as u64;
+    let steady = args.latency_messages;
+    let per_subscriber = steady + args.messages;
+    let mut readers = Vec::with_capacity(subs.len());
+    for mut ws in subs {
+        let delivered = delivered.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_subscriber);
+            while latencies.len() < per_subscriber {
+                let Some(Ok(msg)) = ws.next().await else {
+                    break;
+                };
+                let Some(text) = msg.as_text() else { continue };
+                if let Some(t) = parse_t(text) {
+                    let now = epoch.elapsed().as_micros() as u64;
+                    latencies.push(now.saturating_sub(t) as u32);
+                    delivered.fetch_add(1, Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut publisher = open(server, if flavor == Flavor::Tandem { "/ws" } else { "/" }).await?;
+    if flavor == Flavor::Tandem {
+        let connect = json!({"id": 1, "type": "connect", "token": token("publisher", true)});
+        publisher.send(Message::text(connect.to_string())).await?;
+        await_reply(&mut publisher, 1).await?;
+    }
+    // Drain the publisher's acks in the background.
+    let (mut pub_tx, mut pub_rx) = publisher.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = pub_rx.next().await {} });
+    let pad = "x".repeat(args.size.saturating_sub(24));
+    let mut next_id = 2u64;
+    let mut frame = |t: u64| {
+        next_id += 1;
+        match flavor {
+            Flavor::Tandem => format!(
+                "{{\"id\":{next_id},\"type\":\"publish\",\"channel\":\"{CHANNEL}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}"
+            ),
+            Flavor::Node => format!("{{\"t\":{t},\"p\":\"{pad}\"}}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+
+    // Phase 1: steady rate.
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.1)));
+    for _ in 0..steady {
+        tick.tick().await;
+        pub_tx
+            .send(Message::text(frame(epoch.elapsed().as_micros() as u64)))
+            .await?;
+    }
+    wait_delivered(&delivered, steady as u64 * n, deadline, server.name).await?;
+
+    // Phase 2: closed loop — message k goes once message k - window reached everyone.
+    let cpu_before = cpu_seconds(server.pid());
+    let client_cpu_before = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let base = steady as u64 * n;
+    for k in 0..args.messages as u64 {
+        let needed = base + k.saturating_sub(args.window as u64) * n;
+        wait_delivered(&delivered, needed, deadline, server.name).await?;
+        pub_tx
+            .send(Message::text(frame(epoch.elapsed().as_micros() as u64)))
+            .await?;
+    }
+    wait_delivered(
+        &delivered,
+        base + args.messages as u64 * n,
+        deadline,
+        server.name,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let client_cpu = cpu_seconds(std::process::id()) - client_cpu_before;
+    let rss = rss_kib(server.pid());
+    drain.abort();
+    let (mut steady_lat, mut loaded_lat) = (Vec::new(), Vec::new());
+    for r in readers {
+        let mut l = r.await.context("reader task")?;
+        loaded_lat.extend(l.split_off(steady.min(l.len())));
+        steady_lat.extend(l);
+    }
+    steady_lat.sort_unstable();
+    loaded_lat.sort_unstable();
+    Ok(Outcome {
+        delivered: args.messages as u64 * n,
+        seconds,
+        steady_p50_ms: percentile(&steady_lat, 0.50),
+        steady_p99_ms: percentile(&steady_lat, 0.99),
+        p50_ms: percentile(&loaded_lat, 0.50),
+        p99_ms: percentile(&loaded_lat, 0.99),
+        cpu,
+        client_cpu,
+        rss_kib: rss,
+    })
+}
+
+/// RSS growth per idle (authenticated, for Tandem) connection, in KiB.
+async fn idle_cost(server: &ServerProcess, flavor: Flavor, count: usize) -> Result<f64> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(server.pid());
+    let conns = connect_many(server, flavor, count, false).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(server.pid());
+    drop(conns);
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
+pub async fn run(args: FanoutArgs) -> Result<()> {
+    let bin = match &args.tandem_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let node_available = args.node_server.exists();
+    if !node_available {
+        eprintln!(
+            "note: {} not found; running Tandem only",
+            args.node_server.display()
+        );
+    }
+    println!(
+        "fanout: {} subscribers; latency: {} messages at {}/s; capacity: {} messages, window {}; {} bytes each",
+        args.subscribers, args.latency_messages, args.rate, args.messages, args.window, args.size
+    );
+    let tandem = {
+        let server = start_tandem(&bin)?;
+        fanout(&args, &server, Flavor::Tandem).await?
+    };
+    let node = if node_available {
+        let server = start_node(&args.node_server)?;
+        Some(fanout(&args, &server, Flavor::Node).await?)
+    } else {
+        None
+    };
+    println!("| server | steady p50 ms | steady p99 ms | capacity msg/s | loaded p50 ms | loaded p99 ms | server CPU s | bench client CPU s | server RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, o) in [("tandem", Some(&tandem)), ("node ws", node.as_ref())] {
+        if let Some(o) = o {
+            println!(
+                "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",
+                o.steady_p50_ms,
+                o.steady_p99_ms,
+                o.delivered as f64 / o.seconds,
+                o.p50_ms,
+                o.p99_ms,
+                o.cpu,
+                o.client_cpu,
+                o.rss_kib as f64 / 1024.0
+            );
+        }
+    }
+    if let Some(node) = &node {
+        let ratio =
+            (tandem.delivered as f64 / tandem.seconds) / (node.delivered as f64 / node.seconds);
+        println!("ratio tandem/node capacity (delivered msg/s): {ratio:.2}x");
+        let per_cpu = |o: &Outcome| o.delivered as f64 / o.cpu.max(0.001);
+        println!(
+            "ratio tandem/node delivered msg per server CPU-second: {:.2}x",
+            per_cpu(&tandem) / per_cpu(node)
+        );
+    }
+    if args.idle > 0 {
+        let server = start_tandem(&bin)?;
+        let per = idle_cost(&server, Flavor::Tandem, args.idle).await?;
+        println!(
+            "idle: {} authenticated connections, tandem RSS per connection: {per:.1} KiB",
+            args.idle
+        );
+        if node_available {
+            let server = start_node(&args.node_server)?;
+            let per_node = idle_cost(&server, Flavor::Node, args.idle).await?;
+            println!(
+                "idle: {} connections, node ws RSS per connection: {per_node:.1} KiB",
+                args.idle
+            );
+        }
+    }
+    Ok(())
+}
