@@ -19,6 +19,20 @@ if ! command -v turnutils_uclient >/dev/null 2>&1; then
     apt-get install -y coturn >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y coturn >/dev/null; }
 fi
 command -v openssl >/dev/null 2>&1 || apt-get install -y openssl >/dev/null
+# Independent WebRTC peers: Debian's Chromium (driven by playwright-core from npm)
+# and aiortc (PyPI). Set TURN_TEST_WEBRTC=0 to skip them.
+WEBRTC="${TURN_TEST_WEBRTC:-1}"
+if [ "$WEBRTC" = 1 ]; then
+    if ! [ -x /usr/bin/chromium ] || ! command -v ip >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y chromium iproute2 >/dev/null 2>&1 ||
+            { apt-get update >/dev/null && apt-get install -y chromium iproute2 >/dev/null; }
+    fi
+    python3 -c 'import aiortc' 2>/dev/null ||
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore aiortc
+    [ -d "$ROOT/tests/turn/node_modules/playwright-core" ] ||
+        (cd "$ROOT/tests/turn" && timeout 600 npm install --no-audit --no-fund --silent)
+fi
 
 cd "$ROOT"
 if [ "$PROFILE" = release ]; then
@@ -147,6 +161,57 @@ if grep -Eq "^tandem_turn_auth_failures_total [1-9]" "$WORK/turnd.log" &&
     pass "metrics count allocations, relayed packets and auth failures"
 else
     fail "metrics count allocations, relayed packets and auth failures" "$WORK/turnd.log"
+fi
+
+# --- Independent WebRTC peers, relay-only, in a network namespace with only lo. ---
+if [ "$WEBRTC" = 1 ]; then
+    NS="tandem-turn-$$"
+    ip netns add "$NS"
+    trap 'cleanup; ip netns del "$NS" 2>/dev/null || true' EXIT
+    ip -n "$NS" link set lo up
+    cat >"$WORK/ns.toml" <<TOML
+udp_bind = "127.0.0.1:3478"
+tcp_bind = "127.0.0.1:3478"
+public_ip = "127.0.0.1"
+relay_bind_ip = "127.0.0.1"
+relay_port_min = 49152
+relay_port_max = 65535
+secret = "restsecret"
+allowed_peer_ips = ["127.0.0.1/32"]
+TOML
+    ip netns exec "$NS" "$TURND" "$WORK/ns.toml" >"$WORK/ns-turnd.log" 2>&1 &
+    NS_PID=$!
+    PIDS+=("$NS_PID")
+    for _ in $(seq 1 100); do grep -q "turnd ready" "$WORK/ns-turnd.log" && break; sleep 0.1; done
+    mint() { # identity -> "username credential" (coturn REST scheme, minted independently)
+        python3 -c 'import base64,hashlib,hmac,sys,time
+u = "%d:%s" % (time.time() + 3600, sys.argv[1])
+print(u, base64.b64encode(hmac.new(b"restsecret", u.encode(), hashlib.sha1).digest()).decode())' "$1"
+    }
+    for transport in udp tcp; do
+        url="turn:127.0.0.1:3478?transport=$transport"
+        out="$WORK/aiortc-$transport.out"
+        if timeout 90 ip netns exec "$NS" python3 "$ROOT/tests/turn/aiortc_relay.py" "$url" restsecret 50 >"$out" 2>&1; then
+            pass "aiortc data channel, relay only, TURN over ${transport^^} ($(tail -n1 "$out"))"
+        else
+            fail "aiortc data channel, relay only, TURN over ${transport^^}" "$out"
+        fi
+        out="$WORK/chromium-$transport.out"
+        # shellcheck disable=SC2046
+        if timeout 120 ip netns exec "$NS" node "$ROOT/tests/turn/chromium_relay.js" "$url" $(mint "chromium-$transport") >"$out" 2>&1 &&
+            grep -q '^PASS$' "$out"; then
+            pass "Chromium video call + data channel, relay only, TURN over ${transport^^} ($(head -c 120 "$out"))"
+        else
+            fail "Chromium video call + data channel, relay only, TURN over ${transport^^}" "$out"
+        fi
+    done
+    kill -INT "$NS_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$NS_PID" 2>/dev/null || break; sleep 0.1; done
+    if grep -Eq '^tandem_turn_relayed_packets_total\{direction="to_client"\} [1-9]' "$WORK/ns-turnd.log"; then
+        pass "the WebRTC media went through the relay (metrics)"
+    else
+        fail "the WebRTC media went through the relay (metrics)" "$WORK/ns-turnd.log"
+    fi
 fi
 
 echo "$PASSED passed, $FAILED failed"
