@@ -351,10 +351,11 @@ impl Core {
     fn remove_allocation(&mut self, id: AllocId, out: &mut Vec<Output>) {
         if let Some(a) = self.allocs.remove(&id) {
             self.by_five.remove(&a.five);
-            if let Some(n) = self.per_user.get_mut(&a.username) {
+            let key = quota_key(&a.username);
+            if let Some(n) = self.per_user.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.per_user.remove(&a.username);
+                    self.per_user.remove(key);
                 }
             }
             self.metrics.allocations_active.store(
@@ -641,7 +642,11 @@ impl Core {
         if lifetime.is_zero() {
             return self.error(five, msg, 400, Some(&key), out);
         }
-        let user_count = self.per_user.get(&authed.username).copied().unwrap_or(0);
+        let user_count = self
+            .per_user
+            .get(quota_key(&authed.username))
+            .copied()
+            .unwrap_or(0);
         if user_count >= self.cfg.max_per_user {
             Metrics::inc(&self.metrics.quota_rejections);
             return self.error(five, msg, 486, Some(&key), out);
@@ -653,7 +658,10 @@ impl Core {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.pending.insert(five, id);
-        *self.per_user.entry(authed.username.clone()).or_insert(0) += 1;
+        *self
+            .per_user
+            .entry(quota_key(&authed.username).to_string())
+            .or_insert(0) += 1;
         out.push(Output::BindRelay(RelayRequest {
             id,
             five,
@@ -711,10 +719,11 @@ impl Core {
         }
         b.finish();
         let Some(relay) = relay else {
-            if let Some(n) = self.per_user.get_mut(&req.username) {
+            let key = quota_key(&req.username);
+            if let Some(n) = self.per_user.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.per_user.remove(&req.username);
+                    self.per_user.remove(key);
                 }
             }
             out.push(Output::ToClient {
@@ -951,6 +960,16 @@ impl Core {
             peer,
             data: cd.data.to_vec(),
         });
+    }
+}
+
+/// Whose quota an allocation counts against: the identity of a REST username
+/// (`expiry:identity`, so fresh credentials do not grant a fresh quota), else
+/// the username itself.
+fn quota_key(username: &str) -> &str {
+    match username.split_once(':') {
+        Some((ts, id)) if !id.is_empty() && ts.bytes().all(|b| b.is_ascii_digit()) => id,
+        _ => username,
     }
 }
 

@@ -492,6 +492,20 @@ fn per_user_quota_gives_486_and_total_quota_gives_508() {
 }
 
 #[test]
+fn rest_quota_counts_per_identity_not_per_credential() {
+    let mut h = H::new(); // 3 per user
+    for (p, expiry) in [(1, 100), (2, 200), (3, 300)] {
+        let (u, pw) = mint_rest_credentials("restsecret", "dave", UNIX0 + expiry);
+        h.allocate(five(p), &u, &pw);
+    }
+    let (u, pw) = mint_rest_credentials("restsecret", "dave", UNIX0 + 400);
+    let r = h.ask_auth(five(4), &Req::new(m::ALLOCATE).udp(), &u, &pw);
+    assert_eq!(r.code(), Some(486));
+    let (u, pw) = mint_rest_credentials("restsecret", "erin", UNIX0 + 400);
+    h.allocate(five(5), &u, &pw);
+}
+
+#[test]
 fn failed_relay_bind_gives_508_and_releases_the_quota() {
     let mut c = cfg();
     c.max_allocations_per_user = 1;

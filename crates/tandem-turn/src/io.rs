@@ -85,6 +85,7 @@ enum Pending {
 #[derive(Default)]
 struct Scratch {
     out: Vec<Output>,
+    batch: Vec<Output>,
     sends: Vec<Pending>,
 }
 
@@ -98,42 +99,45 @@ impl Shared {
         {
             let mut st = self.lock();
             f(&mut st.core, &mut sc.out);
-            while let Some(o) = sc.out.pop() {
-                match o {
-                    Output::ToClient { five, data } => match five.proto {
-                        Proto::Udp => {
-                            if let Some(u) = &self.udp {
-                                sc.sends.push(Pending::Udp(u.clone(), five.client, data));
+            // In order; binding a relay produces more outputs, handled next round.
+            while !sc.out.is_empty() {
+                std::mem::swap(&mut sc.out, &mut sc.batch);
+                for o in sc.batch.drain(..) {
+                    match o {
+                        Output::ToClient { five, data } => match five.proto {
+                            Proto::Udp => {
+                                if let Some(u) = &self.udp {
+                                    sc.sends.push(Pending::Udp(u.clone(), five.client, data));
+                                }
+                            }
+                            Proto::Tcp | Proto::Tls => {
+                                if let Some((tx, _)) = st.streams.get(&five) {
+                                    sc.sends.push(Pending::Stream(tx.clone(), data));
+                                }
+                            }
+                        },
+                        Output::ToPeer { alloc, peer, data } => {
+                            if let Some(r) = st.relays.get(&alloc) {
+                                sc.sends.push(Pending::Udp(r.sock.clone(), peer, data));
                             }
                         }
-                        Proto::Tcp | Proto::Tls => {
-                            if let Some((tx, _)) = st.streams.get(&five) {
-                                sc.sends.push(Pending::Stream(tx.clone(), data));
+                        Output::BindRelay(req) => {
+                            let relay = self.bind_relay(&mut st, &req);
+                            st.core.relay_bound(Instant::now(), req, relay, &mut sc.out);
+                        }
+                        Output::ReleaseReservation(token) => {
+                            st.reserved.remove(&token);
+                        }
+                        Output::ReleaseRelay(id) => {
+                            if let Some(r) = st.relays.remove(&id) {
+                                r.task.abort();
                             }
-                        }
-                    },
-                    Output::ToPeer { alloc, peer, data } => {
-                        if let Some(r) = st.relays.get(&alloc) {
-                            sc.sends.push(Pending::Udp(r.sock.clone(), peer, data));
-                        }
-                    }
-                    Output::BindRelay(req) => {
-                        let relay = self.bind_relay(&mut st, &req);
-                        st.core.relay_bound(Instant::now(), req, relay, &mut sc.out);
-                    }
-                    Output::ReleaseReservation(token) => {
-                        st.reserved.remove(&token);
-                    }
-                    Output::ReleaseRelay(id) => {
-                        if let Some(r) = st.relays.remove(&id) {
-                            r.task.abort();
                         }
                     }
                 }
             }
         }
-        // Outputs were popped in reverse; send in the order produced.
-        for s in sc.sends.drain(..).rev() {
+        for s in sc.sends.drain(..) {
             match s {
                 Pending::Udp(sock, to, data) => {
                     // UDP semantics: a full socket buffer drops the datagram.
