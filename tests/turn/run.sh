@@ -129,6 +129,11 @@ uclient "UDP send indications (-s)" -s -c "${STATIC[@]}" "${PEER[@]}" -p "$PORT"
 uclient "UDP with DONT-FRAGMENT (-g)" -g -c "${REST[@]}" "${PEER[@]}" -p "$PORT"
 uclient "TLS REST credentials via turnutils_peer" -t -S -c "${REST[@]}" "${PEER[@]}" -p "$TLS_PORT"
 uclient "TLS client-to-client (-y) static" -t -S -y -c "${STATIC[@]}" -p "$TLS_PORT"
+# RFC 6062 TCP relays (-T implies TCP, client-to-client): Connect, ConnectionAttempt,
+# ConnectionBind, then raw data connections.
+uclient "RFC 6062 TCP relay, static user" -T "${STATIC[@]}" -p "$PORT"
+uclient "RFC 6062 TCP relay, REST credentials" -T "${REST[@]}" -p "$PORT"
+uclient "RFC 6062 TCP relay over TLS" -T -S "${STATIC[@]}" -p "$TLS_PORT"
 
 # refused NAME ARGS...: the allocation must fail and nothing may be relayed.
 refused() {

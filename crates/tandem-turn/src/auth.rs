@@ -98,7 +98,7 @@ impl Authenticator {
 }
 
 /// Stateless nonces: `hex(expiry_be64) || hex(HMAC-SHA1(key, expiry || client)[..8])`.
-/// A nonce is bound to the client's transport address and expires.
+/// A nonce is bound to the client's IP address and expires.
 #[derive(Clone)]
 pub struct NonceIssuer {
     key: [u8; 32],
@@ -120,7 +120,9 @@ impl NonceIssuer {
     fn tag(&self, expiry: u64, client: SocketAddr) -> [u8; 8] {
         let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(&self.key).expect("any key");
         mac.update(&expiry.to_be_bytes());
-        mac.update(client.to_string().as_bytes());
+        // Bound to the client's IP, not its port: RFC 6062 data connections
+        // come from new ports and reuse the control connection's nonce.
+        mac.update(client.ip().to_string().as_bytes());
         let out = mac.finalize().into_bytes();
         let mut t = [0u8; 8];
         t.copy_from_slice(&out[..8]);
@@ -205,7 +207,9 @@ mod tests {
         let nonce = n.issue(c, 1000);
         assert_eq!(n.check(nonce.as_bytes(), c, 999), NonceCheck::Valid);
         assert_eq!(n.check(nonce.as_bytes(), c, 1001), NonceCheck::Stale);
-        let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let same_ip: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        assert_eq!(n.check(nonce.as_bytes(), same_ip, 999), NonceCheck::Valid);
+        let other: SocketAddr = "127.0.0.2:5000".parse().unwrap();
         assert_eq!(n.check(nonce.as_bytes(), other, 999), NonceCheck::Stale);
         assert_eq!(n.check(b"garbage", c, 0), NonceCheck::Stale);
         assert_eq!(n.check(&[0xff; 32], c, 0), NonceCheck::Stale);

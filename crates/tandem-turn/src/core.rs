@@ -49,6 +49,10 @@ pub struct FiveTuple {
 
 /// Allocation handle shared with the I/O layer (names its relay socket).
 pub type AllocId = u32;
+/// RFC 6062 CONNECTION-ID: names one TCP connection between a relay and a peer.
+pub type ConnId = u32;
+/// RFC 6062: a peer connection must be bound by the client within 30 s.
+pub const TCP_BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A relay socket the I/O layer must bind, then report with
 /// [`Core::relay_bound`].
@@ -62,6 +66,8 @@ pub struct RelayRequest {
     pub reserve: Option<[u8; 8]>,
     /// RESERVATION-TOKEN: use the port reserved under this token.
     pub use_token: Option<[u8; 8]>,
+    /// RFC 6062 TCP allocation: the relay is a TCP listener.
+    pub tcp: bool,
     username: String,
     key: Key,
     tid: [u8; 12],
@@ -86,6 +92,39 @@ pub enum Output {
     ReleaseRelay(AllocId),
     /// Close a reserved port nobody claimed in time.
     ReleaseReservation([u8; 8]),
+    /// RFC 6062: open a TCP connection from the relay of `alloc` to `peer`,
+    /// then report with [`Core::peer_connected`].
+    ConnectPeer {
+        alloc: AllocId,
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    /// RFC 6062: from now on the client's data connection `five` carries the
+    /// bytes of peer connection `conn`, both ways, unframed.
+    Splice { five: FiveTuple, conn: ConnId },
+    /// RFC 6062: close peer connection `conn`.
+    ClosePeerConn(ConnId),
+}
+
+enum ConnState {
+    /// Connect request in progress: answer it when the connection is up.
+    Connecting {
+        five: FiveTuple,
+        tid: [u8; 12],
+        key: Key,
+        fingerprint: bool,
+    },
+    /// Waiting for the client's ConnectionBind.
+    Waiting {
+        expires: Instant,
+    },
+    Bound,
+}
+
+struct PeerConn {
+    alloc: AllocId,
+    peer: SocketAddr,
+    state: ConnState,
 }
 
 struct Channel {
@@ -127,6 +166,7 @@ struct Allocation {
     alloc_response: Vec<u8>,
     up: Bucket,
     down: Bucket,
+    tcp: bool,
 }
 
 impl Allocation {
@@ -175,6 +215,7 @@ pub struct Core {
     pending: HashMap<FiveTuple, AllocId>,
     per_user: HashMap<String, u32>,
     reservations: HashMap<[u8; 8], Instant>,
+    peer_conns: HashMap<ConnId, PeerConn>,
     next_id: AllocId,
     next_sweep: Instant,
     metrics: Arc<Metrics>,
@@ -207,6 +248,7 @@ impl Core {
             pending: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
+            peer_conns: HashMap::new(),
             next_id: 1,
             next_sweep: now + SWEEP_INTERVAL,
             metrics,
@@ -323,6 +365,13 @@ impl Core {
         for id in expired {
             self.remove_allocation(id, out);
         }
+        self.peer_conns.retain(|n, c| {
+            let expired = matches!(c.state, ConnState::Waiting { expires } if expires <= now);
+            if expired {
+                out.push(Output::ClosePeerConn(*n));
+            }
+            !expired
+        });
         self.reservations.retain(|token, exp| {
             let keep = *exp > now;
             if !keep {
@@ -362,6 +411,18 @@ impl Core {
                 self.allocs.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
+            if a.tcp {
+                let conns: Vec<ConnId> = self
+                    .peer_conns
+                    .iter()
+                    .filter(|(_, c)| c.alloc == id)
+                    .map(|(n, _)| *n)
+                    .collect();
+                for n in conns {
+                    self.peer_conns.remove(&n);
+                    out.push(Output::ClosePeerConn(n));
+                }
+            }
             out.push(Output::ReleaseRelay(id));
         }
     }
@@ -467,7 +528,12 @@ impl Core {
                     out,
                 );
             }
-            m::ALLOCATE | m::REFRESH | m::CREATE_PERMISSION | m::CHANNEL_BIND => {
+            m::ALLOCATE
+            | m::REFRESH
+            | m::CREATE_PERMISSION
+            | m::CHANNEL_BIND
+            | m::CONNECT
+            | m::CONNECTION_BIND => {
                 let Some(authed) = self.authenticate(now, five, msg, out) else {
                     return;
                 };
@@ -476,6 +542,9 @@ impl Core {
                 }
                 if msg.method == m::ALLOCATE {
                     return self.allocate(five, msg, authed, out);
+                }
+                if msg.method == m::CONNECTION_BIND {
+                    return self.connection_bind(five, msg, authed, out);
                 }
                 let Some(&id) = self.by_five.get(&five) else {
                     return self.error(five, msg, 437, Some(&authed.key), out);
@@ -488,6 +557,7 @@ impl Core {
                     m::CREATE_PERMISSION => {
                         self.create_permission(now, five, id, msg, &authed.key, out)
                     }
+                    m::CONNECT => self.connect(now, five, id, msg, &authed.key, out),
                     _ => self.channel_bind(now, five, id, msg, &authed.key, out),
                 }
             }
@@ -595,11 +665,22 @@ impl Core {
         if self.pending.contains_key(&five) {
             return;
         }
-        match msg.get(attr::REQUESTED_TRANSPORT) {
+        let tcp = match msg.get(attr::REQUESTED_TRANSPORT) {
             None => return self.error(five, msg, 400, Some(&key), out),
             Some(v) if v.len() != 4 => return self.error(five, msg, 400, Some(&key), out),
-            Some(v) if v[0] != 17 => return self.error(five, msg, 442, Some(&key), out),
-            Some(_) => {}
+            Some(v) if v[0] == 17 => false,
+            Some(v) if v[0] == 6 => true,
+            Some(_) => return self.error(five, msg, 442, Some(&key), out),
+        };
+        // RFC 6062 §5.1: TCP relays need a TCP/TLS control connection and
+        // exclude DONT-FRAGMENT, EVEN-PORT and RESERVATION-TOKEN.
+        if tcp
+            && (!five.proto.is_stream()
+                || msg.get(attr::DONT_FRAGMENT).is_some()
+                || msg.get(attr::EVEN_PORT).is_some()
+                || msg.get(attr::RESERVATION_TOKEN).is_some())
+        {
+            return self.error(five, msg, 400, Some(&key), out);
         }
         let even = msg.get(attr::EVEN_PORT);
         let token = msg.get(attr::RESERVATION_TOKEN);
@@ -668,6 +749,7 @@ impl Core {
             even_port: even.is_some(),
             reserve,
             use_token,
+            tcp,
             username: authed.username,
             key,
             tid: msg.tid,
@@ -748,6 +830,7 @@ impl Core {
             alloc_response: buf.clone(),
             up: bucket(),
             down: bucket(),
+            tcp: req.tcp,
         };
         self.allocs.insert(req.id, a);
         self.by_five.insert(req.five, req.id);
@@ -861,6 +944,10 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let relay = self.allocs[&id].relay;
+        if self.allocs[&id].tcp {
+            // Channels are for UDP relays only (RFC 6062 §5.3).
+            return self.error(five, msg, 400, Some(key), out);
+        }
         let channel = match msg.get(attr::CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return self.error(five, msg, 400, Some(key), out),
@@ -897,6 +984,185 @@ impl Core {
         a.perms.insert(peer.ip(), now + PERMISSION_LIFETIME);
         Metrics::inc(&self.metrics.channels_bound);
         self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
+    }
+
+    // ---- RFC 6062 TCP allocations --------------------------------------------
+
+    fn connect(
+        &mut self,
+        now: Instant,
+        five: FiveTuple,
+        id: AllocId,
+        msg: &Message,
+        key: &Key,
+        out: &mut Vec<Output>,
+    ) {
+        let a = &self.allocs[&id];
+        if !a.tcp {
+            return self.error(five, msg, 400, Some(key), out);
+        }
+        let relay = a.relay;
+        let Some(pv) = msg.get(attr::XOR_PEER_ADDRESS) else {
+            return self.error(five, msg, 400, Some(key), out);
+        };
+        let peer = match self.peer_address(msg, pv, relay) {
+            Ok(p) => p,
+            Err(code) => return self.error(five, msg, code, Some(key), out),
+        };
+        if self
+            .peer_conns
+            .values()
+            .any(|c| c.alloc == id && c.peer == peer)
+        {
+            return self.error(five, msg, 446, Some(key), out);
+        }
+        let conn = self.new_conn_id();
+        self.peer_conns.insert(
+            conn,
+            PeerConn {
+                alloc: id,
+                peer,
+                state: ConnState::Connecting {
+                    five,
+                    tid: msg.tid,
+                    key: *key,
+                    fingerprint: msg.has_fingerprint,
+                },
+            },
+        );
+        let a = self.allocs.get_mut(&id).expect("checked");
+        a.perms.insert(peer.ip(), now + PERMISSION_LIFETIME);
+        out.push(Output::ConnectPeer {
+            alloc: id,
+            conn,
+            peer,
+        });
+    }
+
+    fn new_conn_id(&mut self) -> ConnId {
+        loop {
+            let n = fastrand::u32(1..);
+            if !self.peer_conns.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    /// The outgoing connection of a Connect request succeeded or failed.
+    pub fn peer_connected(&mut self, now: Instant, conn: ConnId, ok: bool, out: &mut Vec<Output>) {
+        let Some(c) = self.peer_conns.get_mut(&conn) else {
+            out.push(Output::ClosePeerConn(conn));
+            return;
+        };
+        let ConnState::Connecting {
+            five,
+            tid,
+            key,
+            fingerprint,
+        } = c.state
+        else {
+            return;
+        };
+        let mut buf = Vec::with_capacity(64);
+        let class = if ok { Class::Success } else { Class::Error };
+        let mut b = Builder::new(&mut buf, m::CONNECT, class, tid);
+        if ok {
+            b.u32_attr(attr::CONNECTION_ID, conn);
+            c.state = ConnState::Waiting {
+                expires: now + TCP_BIND_TIMEOUT,
+            };
+        } else {
+            Metrics::inc(&self.metrics.error_responses);
+            b.error_code(447, reason(447));
+            self.peer_conns.remove(&conn);
+        }
+        b.attr(attr::SOFTWARE, SOFTWARE);
+        b.integrity(&key);
+        if fingerprint {
+            b.fingerprint();
+        }
+        b.finish();
+        out.push(Output::ToClient { five, data: buf });
+    }
+
+    /// A peer connected to the TCP relay of `alloc`. Returns the CONNECTION-ID
+    /// to keep the connection under, or `None` to refuse it (no permission).
+    pub fn peer_incoming(
+        &mut self,
+        now: Instant,
+        alloc: AllocId,
+        peer: SocketAddr,
+        out: &mut Vec<Output>,
+    ) -> Option<ConnId> {
+        let a = self.allocs.get(&alloc)?;
+        if !a.tcp || a.expires <= now || !a.permitted(peer.ip(), now) {
+            return None;
+        }
+        let five = a.five;
+        let conn = self.new_conn_id();
+        self.peer_conns.insert(
+            conn,
+            PeerConn {
+                alloc,
+                peer,
+                state: ConnState::Waiting {
+                    expires: now + TCP_BIND_TIMEOUT,
+                },
+            },
+        );
+        let mut buf = Vec::with_capacity(64);
+        let mut b = Builder::new(
+            &mut buf,
+            m::CONNECTION_ATTEMPT,
+            Class::Indication,
+            random_tid(),
+        );
+        b.xor_address(attr::XOR_PEER_ADDRESS, peer);
+        b.u32_attr(attr::CONNECTION_ID, conn);
+        b.finish();
+        out.push(Output::ToClient { five, data: buf });
+        Some(conn)
+    }
+
+    /// A bound peer connection ended.
+    pub fn peer_conn_closed(&mut self, conn: ConnId) {
+        self.peer_conns.remove(&conn);
+    }
+
+    fn connection_bind(
+        &mut self,
+        five: FiveTuple,
+        msg: &Message,
+        authed: Authed,
+        out: &mut Vec<Output>,
+    ) {
+        let key = authed.key;
+        let conn = match msg.get(attr::CONNECTION_ID) {
+            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            _ => return self.error(five, msg, 400, Some(&key), out),
+        };
+        // A data connection is a fresh TCP/TLS connection without an allocation.
+        if !five.proto.is_stream() || self.by_five.contains_key(&five) {
+            return self.error(five, msg, 400, Some(&key), out);
+        }
+        let Some(c) = self.peer_conns.get(&conn) else {
+            return self.error(five, msg, 400, Some(&key), out);
+        };
+        if !matches!(c.state, ConnState::Waiting { .. }) {
+            return self.error(five, msg, 400, Some(&key), out);
+        }
+        if self
+            .allocs
+            .get(&c.alloc)
+            .is_none_or(|a| a.username != authed.username)
+        {
+            return self.error(five, msg, 441, Some(&key), out);
+        }
+        if let Some(c) = self.peer_conns.get_mut(&conn) {
+            c.state = ConnState::Bound;
+        }
+        self.reply(five, msg, Class::Success, Some(&key), |_| {}, out);
+        out.push(Output::Splice { five, conn });
     }
 
     // ---- data ------------------------------------------------------------
@@ -985,6 +1251,8 @@ fn reason(code: u16) -> &'static str {
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
         443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",
         _ => "Server Error",

@@ -376,8 +376,12 @@ fn nonce_is_bound_to_the_client_address_and_forged_nonces_are_stale() {
     let mut h = H::new();
     let nonce = h.nonce(five(1));
     let req = Req::new(m::ALLOCATE).udp();
+    let other_ip = FiveTuple {
+        client: addr("203.0.113.2:1"),
+        ..five(1)
+    };
     assert_eq!(
-        h.ask(five(2), &req.encode(Some(("alice", "alicepw", &nonce))))
+        h.ask(other_ip, &req.encode(Some(("alice", "alicepw", &nonce))))
             .code(),
         Some(438)
     );
@@ -423,8 +427,8 @@ fn allocate_validates_transport_family_and_lifetime() {
             .code(),
         Some(400)
     );
-    let tcp = Req::new(m::ALLOCATE).attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
-    assert_eq!(h.ask_auth(f, &tcp, "alice", "alicepw").code(), Some(442));
+    let sctp = Req::new(m::ALLOCATE).attr(attr::REQUESTED_TRANSPORT, &[132, 0, 0, 0]);
+    assert_eq!(h.ask_auth(f, &sctp, "alice", "alicepw").code(), Some(442));
     let v6 = Req::new(m::ALLOCATE)
         .udp()
         .attr(attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
@@ -1048,4 +1052,209 @@ fn random_and_mutated_input_never_panics() {
         }
     }
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+// ---- RFC 6062 TCP allocations -------------------------------------------------
+
+fn tcp_five(port: u16) -> FiveTuple {
+    FiveTuple {
+        proto: Proto::Tcp,
+        ..five(port)
+    }
+}
+
+fn tcp_alloc() -> Req {
+    Req::new(m::ALLOCATE).attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0])
+}
+
+fn conn_id(r: &Resp) -> u32 {
+    let v = r.msg().get(attr::CONNECTION_ID).unwrap().to_vec();
+    u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+}
+
+#[test]
+fn tcp_allocation_rules() {
+    let mut h = H::new();
+    // Over UDP, or with EVEN-PORT / DONT-FRAGMENT: 400.
+    assert_eq!(
+        h.ask_auth(five(1), &tcp_alloc(), "alice", "alicepw").code(),
+        Some(400)
+    );
+    let df = tcp_alloc().attr(attr::DONT_FRAGMENT, &[]);
+    assert_eq!(
+        h.ask_auth(tcp_five(1), &df, "alice", "alicepw").code(),
+        Some(400)
+    );
+    let even = tcp_alloc().attr(attr::EVEN_PORT, &[0]);
+    assert_eq!(
+        h.ask_auth(tcp_five(1), &even, "alice", "alicepw").code(),
+        Some(400)
+    );
+    let nonce = h.nonce(tcp_five(1));
+    let mut out = Vec::new();
+    h.core.handle_client(
+        h.now,
+        tcp_five(1),
+        &tcp_alloc().encode(Some(("alice", "alicepw", &nonce))),
+        &mut out,
+    );
+    let Some(Output::BindRelay(req)) = out.pop() else {
+        panic!("{out:?}")
+    };
+    assert!(req.tcp);
+    h.bind(req, false, &mut out);
+    // Channels are UDP-only; Connect on a UDP allocation is 400.
+    let cb = Req::new(m::CHANNEL_BIND).channel(0x4000).peer(addr(PEER));
+    assert_eq!(
+        h.ask_auth(tcp_five(1), &cb, "alice", "alicepw").code(),
+        Some(400)
+    );
+    h.allocate(five(2), "alice", "alicepw");
+    let connect = Req::new(m::CONNECT).peer(addr(PEER));
+    assert_eq!(
+        h.ask_auth(five(2), &connect, "alice", "alicepw").code(),
+        Some(400)
+    );
+}
+
+/// Allocates a TCP relay on `f` and returns its id.
+fn tcp_allocate(h: &mut H, f: FiveTuple) -> u32 {
+    let nonce = h.nonce(f);
+    let out = h.feed(f, &tcp_alloc().encode(Some(("alice", "alicepw", &nonce))));
+    let Output::ToClient { data, .. } = &out[0] else {
+        panic!("{out:?}")
+    };
+    let r = Resp { raw: data.clone() };
+    assert!(r.is_success());
+    let msg = r.msg();
+    let relay = msg
+        .xor_address(msg.get(attr::XOR_RELAYED_ADDRESS).unwrap())
+        .unwrap();
+    *h.relays.iter().find(|(_, a)| **a == relay).unwrap().0
+}
+
+#[test]
+fn tcp_connect_and_connection_bind() {
+    let mut h = H::new();
+    let control = tcp_five(1);
+    let id = tcp_allocate(&mut h, control);
+    // Connect to a denied peer: 403.
+    let denied = Req::new(m::CONNECT).peer(addr("10.0.0.1:80"));
+    assert_eq!(
+        h.ask_auth(control, &denied, "alice", "alicepw").code(),
+        Some(403)
+    );
+    // Connect: the I/O layer is asked to open the connection.
+    let nonce = h.nonce(control);
+    let auth = Some(("alice", "alicepw", nonce.as_str()));
+    let connect = Req::new(m::CONNECT).peer(addr(PEER));
+    let out = h.feed(control, &connect.encode(auth));
+    let conn = match &out[..] {
+        [Output::ConnectPeer { alloc, conn, peer }] => {
+            assert_eq!((*alloc, *peer), (id, addr(PEER)));
+            *conn
+        }
+        o => panic!("{o:?}"),
+    };
+    let mut out = Vec::new();
+    h.core.peer_connected(h.now, conn, true, &mut out);
+    let [Output::ToClient { data, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let r = Resp { raw: data.clone() };
+    assert!(r.is_success());
+    assert_eq!(conn_id(&r), conn);
+    assert_eq!(r.msg().tid, connect.tid);
+    // A second Connect to the same peer: 446.
+    let again = Req::new(m::CONNECT).peer(addr(PEER));
+    assert_eq!(h.ask(control, &again.encode(auth)).code(), Some(446));
+    // ConnectionBind on a new data connection.
+    let data_conn = tcp_five(2);
+    let bad = Req::new(m::CONNECTION_BIND).attr(attr::CONNECTION_ID, &[0, 0, 0, 1]);
+    assert_eq!(h.ask(data_conn, &bad.encode(auth)).code(), Some(400));
+    let bind = Req::new(m::CONNECTION_BIND).attr(attr::CONNECTION_ID, &conn.to_be_bytes());
+    assert_eq!(
+        h.ask_auth(data_conn, &bind, "bob", "bobpw").code(),
+        Some(441),
+        "another user's connection"
+    );
+    // On the control connection itself: 400.
+    assert_eq!(h.ask(control, &bind.encode(auth)).code(), Some(400));
+    let out = h.feed(data_conn, &bind.encode(auth));
+    match &out[..] {
+        [Output::ToClient { five, data }, Output::Splice { five: f2, conn: c }] => {
+            assert_eq!((*five, *f2, *c), (data_conn, data_conn, conn));
+            assert!(Resp { raw: data.clone() }.is_success());
+        }
+        o => panic!("{o:?}"),
+    }
+    // Bound once only.
+    assert_eq!(h.ask(tcp_five(3), &bind.encode(auth)).code(), Some(400));
+    // Ending the allocation closes its peer connections.
+    let mut out = Vec::new();
+    h.core.client_closed(control, &mut out);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClosePeerConn(c) if *c == conn)));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ReleaseRelay(x) if *x == id)));
+}
+
+#[test]
+fn tcp_connect_failure_is_447() {
+    let mut h = H::new();
+    let control = tcp_five(1);
+    tcp_allocate(&mut h, control);
+    let nonce = h.nonce(control);
+    let out = h.feed(
+        control,
+        &Req::new(m::CONNECT)
+            .peer(addr(PEER))
+            .encode(Some(("alice", "alicepw", &nonce))),
+    );
+    let [Output::ConnectPeer { conn, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let mut out = Vec::new();
+    h.core.peer_connected(h.now, *conn, false, &mut out);
+    let [Output::ToClient { data, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(Resp { raw: data.clone() }.code(), Some(447));
+}
+
+#[test]
+fn incoming_peer_connections_need_permission_and_a_timely_bind() {
+    let mut h = H::new();
+    let control = tcp_five(1);
+    let id = tcp_allocate(&mut h, control);
+    let mut out = Vec::new();
+    assert_eq!(h.core.peer_incoming(h.now, id, addr(PEER), &mut out), None);
+    assert!(out.is_empty());
+    let perm = Req::new(m::CREATE_PERMISSION).peer(addr(PEER));
+    assert!(h.ask_auth(control, &perm, "alice", "alicepw").is_success());
+    let conn = h
+        .core
+        .peer_incoming(h.now, id, addr(PEER), &mut out)
+        .unwrap();
+    let [Output::ToClient { five, data }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*five, control);
+    let msg = Message::parse(data).unwrap();
+    assert_eq!(
+        (msg.method, msg.class),
+        (m::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    assert_eq!(
+        msg.xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap()),
+        Some(addr(PEER))
+    );
+    assert_eq!(msg.get(attr::CONNECTION_ID), Some(&conn.to_be_bytes()[..]));
+    // Not bound within 30 s: closed.
+    let out = h.advance(31);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::ClosePeerConn(c) if *c == conn)));
 }

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_rustls::rustls;
 
 use crate::auth::Authenticator;
 use crate::config::TurnConfig;
-use crate::core::{AllocId, Core, CoreConfig, FiveTuple, Output, Proto, RelayRequest};
+use crate::core::{
+    AllocId, ConnId, Core, CoreConfig, FiveTuple, Output, Proto, RelayRequest, TCP_BIND_TIMEOUT,
+};
 use crate::message::stream_frame_len;
 use crate::metrics::{self, Metrics};
 
@@ -52,7 +54,10 @@ fn set_buffers(s: &std::net::UdpSocket, size: usize) {
 }
 
 struct Relay {
-    sock: Arc<UdpSocket>,
+    /// UDP relay socket; `None` for an RFC 6062 TCP relay.
+    sock: Option<Arc<UdpSocket>>,
+    /// Local address of the relay (TCP: where outgoing connections bind).
+    local: SocketAddr,
     task: AbortHandle,
 }
 
@@ -61,6 +66,12 @@ struct State {
     relays: HashMap<AllocId, Relay>,
     streams: HashMap<FiveTuple, (mpsc::Sender<Vec<u8>>, AbortHandle)>,
     reserved: HashMap<[u8; 8], std::net::UdpSocket>,
+    /// RFC 6062 peer connections waiting for the client's ConnectionBind.
+    peer_streams: HashMap<ConnId, TcpStream>,
+    /// Bound by ConnectionBind: the data connection picks its peer up here.
+    splices: HashMap<FiveTuple, (ConnId, TcpStream)>,
+    /// Ends an active splice (its allocation went away).
+    splice_kill: HashMap<ConnId, tokio::sync::oneshot::Sender<()>>,
 }
 
 struct Shared {
@@ -95,10 +106,24 @@ impl Shared {
     }
 
     /// Runs `f` on the core, then carries out its outputs.
-    fn drive(self: &Arc<Self>, sc: &mut Scratch, f: impl FnOnce(&mut Core, &mut Vec<Output>)) {
+    fn drive<R>(
+        self: &Arc<Self>,
+        sc: &mut Scratch,
+        f: impl FnOnce(&mut Core, &mut Vec<Output>) -> R,
+    ) -> R {
+        self.drive_state(sc, |st, out| f(&mut st.core, out))
+    }
+
+    /// Like [`Shared::drive`], with the whole I/O state at hand.
+    fn drive_state<R>(
+        self: &Arc<Self>,
+        sc: &mut Scratch,
+        f: impl FnOnce(&mut State, &mut Vec<Output>) -> R,
+    ) -> R {
+        let r;
         {
             let mut st = self.lock();
-            f(&mut st.core, &mut sc.out);
+            r = f(&mut st, &mut sc.out);
             // In order; binding a relay produces more outputs, handled next round.
             while !sc.out.is_empty() {
                 std::mem::swap(&mut sc.out, &mut sc.batch);
@@ -117,8 +142,31 @@ impl Shared {
                             }
                         },
                         Output::ToPeer { alloc, peer, data } => {
-                            if let Some(r) = st.relays.get(&alloc) {
-                                sc.sends.push(Pending::Udp(r.sock.clone(), peer, data));
+                            if let Some(sock) = st.relays.get(&alloc).and_then(|r| r.sock.as_ref())
+                            {
+                                sc.sends.push(Pending::Udp(sock.clone(), peer, data));
+                            }
+                        }
+                        Output::ConnectPeer { alloc, conn, peer } => {
+                            match st.relays.get(&alloc).map(|r| r.local) {
+                                Some(local) => {
+                                    tokio::spawn(connect_peer(self.clone(), local, conn, peer));
+                                }
+                                None => {
+                                    st.core
+                                        .peer_connected(Instant::now(), conn, false, &mut sc.out)
+                                }
+                            }
+                        }
+                        Output::Splice { five, conn } => {
+                            if let Some(stream) = st.peer_streams.remove(&conn) {
+                                st.splices.insert(five, (conn, stream));
+                            }
+                        }
+                        Output::ClosePeerConn(conn) => {
+                            st.peer_streams.remove(&conn);
+                            if let Some(kill) = st.splice_kill.remove(&conn) {
+                                let _ = kill.send(());
                             }
                         }
                         Output::BindRelay(req) => {
@@ -149,6 +197,7 @@ impl Shared {
                 }
             }
         }
+        r
     }
 
     /// Binds a relay port: a reserved one, an even one (optionally reserving
@@ -190,6 +239,9 @@ impl Shared {
     }
 
     fn bind_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
+        if req.tcp {
+            return self.bind_tcp_relay(st, req);
+        }
         {
             let Some(std_sock) = self.pick_port(st, req) else {
                 tracing::warn!(
@@ -208,17 +260,95 @@ impl Shared {
                 return None;
             };
             let sock = Arc::new(sock);
+            let local = sock.local_addr().ok()?;
             let task = tokio::spawn(relay_loop(self.clone(), req.id, sock.clone()));
             st.relays.insert(
                 req.id,
                 Relay {
-                    sock,
+                    sock: Some(sock),
+                    local,
                     task: task.abort_handle(),
                 },
             );
             Some(SocketAddr::new(self.relay_adv_ip, port))
         }
     }
+
+    /// RFC 6062: a TCP listener on the relay port (SO_REUSEPORT, so that
+    /// outgoing connections to peers can bind the same address).
+    fn bind_tcp_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
+        let span = (self.port_max - self.port_min) as u32 + 1;
+        for _ in 0..64 {
+            let port = (self.port_min as u32 + fastrand::u32(0..span)) as u16;
+            let addr = SocketAddr::new(self.relay_bind_ip, port);
+            let Ok(listener) = relay_tcp_socket(addr).and_then(|s| s.listen(128)) else {
+                continue;
+            };
+            let task = tokio::spawn(tcp_relay_accept(self.clone(), req.id, listener));
+            st.relays.insert(
+                req.id,
+                Relay {
+                    sock: None,
+                    local: addr,
+                    task: task.abort_handle(),
+                },
+            );
+            return Some(SocketAddr::new(self.relay_adv_ip, port));
+        }
+        tracing::warn!(
+            "turn: no free TCP relay port in {}-{}",
+            self.port_min,
+            self.port_max
+        );
+        None
+    }
+}
+
+fn relay_tcp_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    Ok(sock)
+}
+
+/// RFC 6062: peers connecting to a TCP relay.
+async fn tcp_relay_accept(shared: Arc<Shared>, id: AllocId, listener: TcpListener) {
+    let mut sc = Scratch::default();
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        shared.drive_state(&mut sc, |st, out| {
+            if let Some(conn) = st.core.peer_incoming(Instant::now(), id, peer, out) {
+                st.peer_streams.insert(conn, stream);
+            }
+        });
+    }
+}
+
+/// RFC 6062 Connect: a TCP connection from the relay address to the peer.
+async fn connect_peer(shared: Arc<Shared>, local: SocketAddr, conn: ConnId, peer: SocketAddr) {
+    let attempt = async {
+        let sock = relay_tcp_socket(local)?;
+        sock.connect(peer).await
+    };
+    let result = tokio::time::timeout(TCP_BIND_TIMEOUT, attempt).await;
+    let mut sc = Scratch::default();
+    shared.drive_state(&mut sc, |st, out| match result {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            st.peer_streams.insert(conn, stream);
+            st.core.peer_connected(Instant::now(), conn, true, out);
+        }
+        _ => st.core.peer_connected(Instant::now(), conn, false, out),
+    });
 }
 
 async fn relay_loop(shared: Arc<Shared>, id: AllocId, sock: Arc<UdpSocket>) {
@@ -340,8 +470,9 @@ where
     shared
         .lock()
         .streams
-        .insert(five, (tx, writer.abort_handle()));
+        .insert(five, (tx.clone(), writer.abort_handle()));
     let mut sc = Scratch::default();
+    let mut splice: Option<(ConnId, TcpStream, Vec<u8>)> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
     let mut chunk = vec![0u8; RECV_BUF];
     let mut stop = shared.shutdown.subscribe();
@@ -364,6 +495,13 @@ where
                         core.handle_client(Instant::now(), five, frame, out)
                     });
                     pos += len;
+                    // A successful ConnectionBind turns this into a data connection.
+                    if frame[..2] == [0x00, 0x0B] {
+                        if let Some((conn, peer)) = shared.lock().splices.remove(&five) {
+                            splice = Some((conn, peer, buf[pos..].to_vec()));
+                            break 'conn;
+                        }
+                    }
                 }
                 Ok(_) => break,
                 Err(_) => {
@@ -374,12 +512,70 @@ where
         }
         buf.drain(..pos);
     }
+    if let Some((conn, peer, leftover)) = splice {
+        pipe(&shared, conn, peer, leftover, &mut rd, &tx, &mut stop).await;
+        shared.lock().core.peer_conn_closed(conn);
+    }
+    drop(tx);
     let removed = shared.lock().streams.remove(&five);
     shared.drive(&mut sc, |core, out| core.client_closed(five, out));
     if let Some((_, w)) = removed {
         // Let queued frames go out, then stop the writer.
         drop(w);
     }
+}
+
+/// RFC 6062 data connection: bytes both ways between the client's data
+/// connection and the peer, until either side closes or the allocation ends.
+async fn pipe<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    conn: ConnId,
+    peer: TcpStream,
+    leftover: Vec<u8>,
+    client_rd: &mut R,
+    client_tx: &mpsc::Sender<Vec<u8>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+    shared.lock().splice_kill.insert(conn, kill_tx);
+    let (mut prd, mut pwr) = peer.into_split();
+    let metrics = &shared.metrics;
+    let up = async {
+        if !leftover.is_empty() {
+            pwr.write_all(&leftover).await?;
+            Metrics::add(&metrics.bytes_to_peer, leftover.len() as u64);
+        }
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = client_rd.read(&mut chunk).await?;
+            if n == 0 {
+                return io::Result::Ok(());
+            }
+            pwr.write_all(&chunk[..n]).await?;
+            Metrics::add(&metrics.bytes_to_peer, n as u64);
+        }
+    };
+    let down = async {
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = prd.read(&mut chunk).await?;
+            if n == 0 {
+                return io::Result::Ok(());
+            }
+            Metrics::add(&metrics.bytes_to_client, n as u64);
+            // Backpressure, not drops: this is a byte stream.
+            if client_tx.send(chunk[..n].to_vec()).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = kill_rx => {}
+        _ = stop.changed() => {}
+    }
+    shared.lock().splice_kill.remove(&conn);
 }
 
 /// Entry point: binds the listeners and spawns the server's tasks.
@@ -549,6 +745,9 @@ fn bind_and_spawn(
             relays: HashMap::new(),
             streams: HashMap::new(),
             reserved: HashMap::new(),
+            peer_streams: HashMap::new(),
+            splices: HashMap::new(),
+            splice_kill: HashMap::new(),
         }),
         udp: udp.clone(),
         relay_bind_ip: config.relay_bind_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),

@@ -26,6 +26,10 @@ pub const SEND: u16 = 0x006;
 pub const DATA: u16 = 0x007;
 pub const CREATE_PERMISSION: u16 = 0x008;
 pub const CHANNEL_BIND: u16 = 0x009;
+// RFC 6062 (TCP allocations).
+pub const CONNECT: u16 = 0x00A;
+pub const CONNECTION_BIND: u16 = 0x00B;
+pub const CONNECTION_ATTEMPT: u16 = 0x00C;
 
 /// Attribute type numbers.
 pub mod attr {
@@ -95,6 +99,7 @@ pub fn is_known_required(t: u16) -> bool {
             | USE_CANDIDATE
             | PADDING
             | RESPONSE_PORT
+            | CONNECTION_ID
     )
 }
 
