@@ -51,6 +51,8 @@ pub struct FiveTuple {
 pub type AllocId = u32;
 /// RFC 6062 CONNECTION-ID: names one TCP connection between a relay and a peer.
 pub type ConnId = u32;
+/// RFC 6062: peer connections one TCP allocation may hold (bound or not).
+pub const MAX_PEER_CONNS_PER_ALLOCATION: usize = 64;
 /// RFC 6062: a peer connection must be bound by the client within 30 s.
 pub const TCP_BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1096,6 +1098,14 @@ impl Core {
     ) -> Option<ConnId> {
         let a = self.allocs.get(&alloc)?;
         if !a.tcp || a.expires <= now || !a.permitted(peer.ip(), now) {
+            return None;
+        }
+        let open = self
+            .peer_conns
+            .values()
+            .filter(|c| c.alloc == alloc)
+            .count();
+        if open >= MAX_PEER_CONNS_PER_ALLOCATION {
             return None;
         }
         let five = a.five;
