@@ -94,8 +94,10 @@ run_one() { # name pid port
     local pps cpu
     pps=$(awk -v r="$recv" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", r/(b-a)}')
     cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
-    printf "%-7s round %s: sent %7s recv %7s  %8s pkt/s delivered  cpu %6ss  wall %.1fs\n" \
-        "$name" "$r" "$sent" "$recv" "$pps" "$cpu" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')"
+    local connect
+    connect=$(grep -Eo "Total connect time is [0-9]+" "$out" | tail -n1 | grep -Eo "[0-9]+$" || true)
+    printf "%-7s round %s: sent %7s recv %7s  %8s pkt/s delivered  cpu %6ss  wall %.1fs (uclient connect phase %ss)\n" \
+        "$name" "$r" "$sent" "$recv" "$pps" "$cpu" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "${connect:-?}"
     SUM_PPS[$name]=$(( ${SUM_PPS[$name]:-0} + pps ))
     SUM_CPU[$name]=$(awk -v a="${SUM_CPU[$name]:-0}" -v b="$cpu" 'BEGIN{print a+b}')
     SUM_SENT[$name]=$(( ${SUM_SENT[$name]:-0} + sent ))
