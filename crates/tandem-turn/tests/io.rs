@@ -406,3 +406,109 @@ async fn start_reports_bad_config_clearly() {
     .expect("must fail");
     assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
 }
+
+/// RFC 6062 over real sockets: a TCP allocation, an outgoing Connect to a TCP
+/// peer and an incoming peer connection, each spliced to a data connection.
+#[tokio::test]
+async fn tcp_allocation_connect_and_accept() {
+    use tokio::net::TcpListener;
+    let h = start(config()).await;
+    let server = h.tcp_addr().unwrap();
+    let mut control = Client::tcp(server, "alice", "alicepw").await;
+    let r = control
+        .request(m::ALLOCATE, &|b| {
+            b.attr(attr::REQUESTED_TRANSPORT, &[6, 0, 0, 0]);
+        })
+        .await;
+    assert_eq!(error_code(&r), None);
+    let msg = Message::parse(&r).unwrap();
+    let relay = msg
+        .xor_address(msg.get(attr::XOR_RELAYED_ADDRESS).unwrap())
+        .unwrap();
+
+    // Outgoing: Connect to a TCP peer, then bind a data connection to it.
+    let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let r = control
+        .request(m::CONNECT, &|b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+        })
+        .await;
+    assert_eq!(error_code(&r), None);
+    let conn_id = Message::parse(&r)
+        .unwrap()
+        .get(attr::CONNECTION_ID)
+        .unwrap()
+        .to_vec();
+    let (mut peer_side, from) = timeout(T, peer.accept()).await.unwrap().unwrap();
+    assert_eq!(from, relay, "the peer sees the relayed address");
+    let mut data = Client::tcp(server, "alice", "alicepw").await;
+    let r = data
+        .request(m::CONNECTION_BIND, &|b| {
+            b.attr(attr::CONNECTION_ID, &conn_id);
+        })
+        .await;
+    assert_eq!(error_code(&r), None);
+    let Conn::Stream(raw) = &mut data.conn else {
+        unreachable!()
+    };
+    raw.write_all(b"hello peer").await.unwrap();
+    let mut buf = [0u8; 10];
+    timeout(T, peer_side.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"hello peer");
+    peer_side.write_all(b"hi client").await.unwrap();
+    let mut buf = [0u8; 9];
+    timeout(T, raw.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"hi client");
+
+    // Incoming: a permitted peer connects to the relay; the control connection
+    // gets a ConnectionAttempt, and a data connection binds it.
+    let r = control
+        .request(m::CREATE_PERMISSION, &|b| {
+            b.xor_address(attr::XOR_PEER_ADDRESS, "127.0.0.1:1".parse().unwrap());
+        })
+        .await;
+    assert_eq!(error_code(&r), None);
+    let mut incoming = TcpStream::connect(relay).await.unwrap();
+    let ind = control.recv().await.expect("ConnectionAttempt");
+    let msg = Message::parse(&ind).unwrap();
+    assert_eq!(
+        (msg.method, msg.class),
+        (m::CONNECTION_ATTEMPT, Class::Indication)
+    );
+    assert_eq!(
+        msg.xor_address(msg.get(attr::XOR_PEER_ADDRESS).unwrap()),
+        Some(incoming.local_addr().unwrap())
+    );
+    let conn_id = msg.get(attr::CONNECTION_ID).unwrap().to_vec();
+    let mut data2 = Client::tcp(server, "alice", "alicepw").await;
+    let r = data2
+        .request(m::CONNECTION_BIND, &|b| {
+            b.attr(attr::CONNECTION_ID, &conn_id);
+        })
+        .await;
+    assert_eq!(error_code(&r), None);
+    let Conn::Stream(raw2) = &mut data2.conn else {
+        unreachable!()
+    };
+    incoming.write_all(b"from outside").await.unwrap();
+    let mut buf = [0u8; 12];
+    timeout(T, raw2.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"from outside");
+
+    // Closing the control connection ends the allocation and its data connections.
+    drop(control);
+    let mut buf = [0u8; 1];
+    let n = timeout(T, peer_side.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "peer connection closed with the allocation");
+    h.shutdown();
+}
