@@ -20,14 +20,26 @@ COTURN_PORT=23478
 TANDEM_PORT=24478
 PEER_PORT=25490
 
-if ! command -v turnserver >/dev/null 2>&1; then
+if [ -z "${TURN_BENCH_NETNS:-}" ] && ! command -v turnserver >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y coturn >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y coturn >/dev/null; }
 fi
 
 cd "$ROOT"
-timeout 1800 cargo build -j2 --release -p tandem-turn --example turnd >&2
+[ -n "${TURN_BENCH_NETNS:-}" ] || timeout 1800 cargo build -j2 --release -p tandem-turn --example turnd >&2
 TURND="$ROOT/target/release/examples/turnd"
+
+# Run in a network namespace with only `lo`, so fixed ports never clash with the
+# host's (other runs, ephemeral ports). Needs root; TURN_BENCH_NETNS=host skips it.
+if [ -z "${TURN_BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null 2>&1; then
+    NS="tandem-turn-bench-$$"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    rc=0
+    TURN_BENCH_NETNS="$NS" ip netns exec "$NS" bash "$0" "$@" || rc=$?
+    ip netns del "$NS" 2>/dev/null || true
+    exit "$rc"
+fi
 
 WORK="$(mktemp -d)"
 PIDS=()

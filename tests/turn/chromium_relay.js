@@ -5,6 +5,7 @@
 // selected candidate pairs are relay on both sides.
 //
 // usage: node chromium_relay.js TURN_URL USERNAME CREDENTIAL
+// (IGNORE_CERT_ERRORS=1 for a turns: URL served with a self-signed certificate)
 const { chromium } = require('playwright-core');
 
 const [url, username, credential] = process.argv.slice(2);
@@ -18,6 +19,8 @@ async function main() {
       '--allow-loopback-in-peer-connection',
       '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run',
+      // Only for turns: with the test's self-signed certificate.
+      ...(process.env.IGNORE_CERT_ERRORS === '1' ? ['--ignore-certificate-errors'] : []),
     ],
   });
   try {

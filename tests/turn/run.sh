@@ -13,16 +13,19 @@ PEER_PORT="${TURN_TEST_PEER_PORT:-21790}"
 MSGS="${TURN_TEST_MSGS:-200}"
 CLIENTS="${TURN_TEST_CLIENTS:-4}"
 
-if ! command -v turnutils_uclient >/dev/null 2>&1; then
+if [ -z "${TURN_TEST_NETNS:-}" ] && ! command -v turnutils_uclient >/dev/null 2>&1; then
     echo "installing coturn (for its test clients)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y coturn >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y coturn >/dev/null; }
 fi
-command -v openssl >/dev/null 2>&1 || apt-get install -y openssl >/dev/null
 # Independent WebRTC peers: Debian's Chromium (driven by playwright-core from npm)
 # and aiortc (PyPI). Set TURN_TEST_WEBRTC=0 to skip them.
 WEBRTC="${TURN_TEST_WEBRTC:-1}"
-if [ "$WEBRTC" = 1 ]; then
+if [ -z "${TURN_TEST_NETNS:-}" ]; then
+    command -v openssl >/dev/null 2>&1 || apt-get install -y openssl >/dev/null
+    command -v ip >/dev/null 2>&1 || apt-get install -y iproute2 >/dev/null
+fi
+if [ -z "${TURN_TEST_NETNS:-}" ] && [ "$WEBRTC" = 1 ]; then
     if ! [ -x /usr/bin/chromium ] || ! command -v ip >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y chromium iproute2 >/dev/null 2>&1 ||
@@ -35,12 +38,27 @@ if [ "$WEBRTC" = 1 ]; then
 fi
 
 cd "$ROOT"
-if [ "$PROFILE" = release ]; then
-    timeout 1200 cargo build -j2 --release -p tandem-turn --example turnd
-else
-    timeout 1200 cargo build -j2 -p tandem-turn --example turnd
+if [ -z "${TURN_TEST_NETNS:-}" ]; then
+    if [ "$PROFILE" = release ]; then
+        timeout 1200 cargo build -j2 --release -p tandem-turn --example turnd
+    else
+        timeout 1200 cargo build -j2 -p tandem-turn --example turnd
+    fi
 fi
 TURND="$ROOT/target/$PROFILE/examples/turnd"
+
+# Everything below runs in a network namespace of its own with only `lo`: no
+# clash with ports in use on the host (other runs, ephemeral ports), and the
+# WebRTC peers see no other interface.
+if [ -z "${TURN_TEST_NETNS:-}" ]; then
+    NS="tandem-turn-$$"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    rc=0
+    TURN_TEST_NETNS="$NS" ip netns exec "$NS" bash "$0" "$@" || rc=$?
+    ip netns del "$NS" 2>/dev/null || true
+    exit "$rc"
+fi
 
 WORK="$(mktemp -d)"
 PIDS=()
@@ -168,15 +186,14 @@ else
     fail "metrics count allocations, relayed packets and auth failures" "$WORK/turnd.log"
 fi
 
-# --- Independent WebRTC peers, relay-only, in a network namespace with only lo. ---
+# --- Independent WebRTC peers, relay-only (we are in a namespace with only lo). ---
 if [ "$WEBRTC" = 1 ]; then
-    NS="tandem-turn-$$"
-    ip netns add "$NS"
-    trap 'cleanup; ip netns del "$NS" 2>/dev/null || true' EXIT
-    ip -n "$NS" link set lo up
     cat >"$WORK/ns.toml" <<TOML
 udp_bind = "127.0.0.1:3478"
 tcp_bind = "127.0.0.1:3478"
+tls_bind = "127.0.0.1:5349"
+tls_cert = "$WORK/cert.pem"
+tls_key = "$WORK/key.pem"
 public_ip = "127.0.0.1"
 relay_bind_ip = "127.0.0.1"
 relay_port_min = 49152
@@ -184,7 +201,7 @@ relay_port_max = 65535
 secret = "restsecret"
 allowed_peer_ips = ["127.0.0.1/32"]
 TOML
-    ip netns exec "$NS" "$TURND" "$WORK/ns.toml" >"$WORK/ns-turnd.log" 2>&1 &
+    "$TURND" "$WORK/ns.toml" >"$WORK/ns-turnd.log" 2>&1 &
     NS_PID=$!
     PIDS+=("$NS_PID")
     for _ in $(seq 1 100); do grep -q "turnd ready" "$WORK/ns-turnd.log" && break; sleep 0.1; done
@@ -196,20 +213,29 @@ print(u, base64.b64encode(hmac.new(b"restsecret", u.encode(), hashlib.sha1).dige
     for transport in udp tcp; do
         url="turn:127.0.0.1:3478?transport=$transport"
         out="$WORK/aiortc-$transport.out"
-        if timeout 90 ip netns exec "$NS" python3 "$ROOT/tests/turn/aiortc_relay.py" "$url" restsecret 50 >"$out" 2>&1; then
+        if timeout 90 python3 "$ROOT/tests/turn/aiortc_relay.py" "$url" restsecret 50 >"$out" 2>&1; then
             pass "aiortc data channel, relay only, TURN over ${transport^^} ($(tail -n1 "$out"))"
         else
             fail "aiortc data channel, relay only, TURN over ${transport^^}" "$out"
         fi
         out="$WORK/chromium-$transport.out"
         # shellcheck disable=SC2046
-        if timeout 120 ip netns exec "$NS" node "$ROOT/tests/turn/chromium_relay.js" "$url" $(mint "chromium-$transport") >"$out" 2>&1 &&
+        if timeout 120 node "$ROOT/tests/turn/chromium_relay.js" "$url" $(mint "chromium-$transport") >"$out" 2>&1 &&
             grep -q '^PASS$' "$out"; then
             pass "Chromium video call + data channel, relay only, TURN over ${transport^^} ($(head -c 120 "$out"))"
         else
             fail "Chromium video call + data channel, relay only, TURN over ${transport^^}" "$out"
         fi
     done
+    out="$WORK/chromium-tls.out"
+    # shellcheck disable=SC2046
+    if IGNORE_CERT_ERRORS=1 timeout 120 node "$ROOT/tests/turn/chromium_relay.js" \
+        "turns:localhost:5349?transport=tcp" $(mint chromium-tls) >"$out" 2>&1 &&
+        grep -q '^PASS$' "$out" && grep -q '"relayProtocol":"tls"' "$out"; then
+        pass "Chromium video call + data channel, relay only, TURN over TLS (turns:)"
+    else
+        fail "Chromium video call + data channel, relay only, TURN over TLS (turns:)" "$out"
+    fi
     kill -INT "$NS_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$NS_PID" 2>/dev/null || break; sleep 0.1; done
     if grep -Eq '^tandem_turn_relayed_packets_total\{direction="to_client"\} [1-9]' "$WORK/ns-turnd.log"; then
