@@ -1258,3 +1258,92 @@ fn incoming_peer_connections_need_permission_and_a_timely_bind() {
         .iter()
         .any(|o| matches!(o, Output::ClosePeerConn(c) if *c == conn)));
 }
+
+fn mutate(rng: &mut fastrand::Rng, seeds: &[Vec<u8>], random: bool) -> Vec<u8> {
+    let mut input = if random {
+        let len = rng.usize(0..120);
+        (0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>()
+    } else {
+        seeds[rng.usize(..seeds.len())].clone()
+    };
+    for _ in 0..rng.usize(0..4) {
+        if input.is_empty() {
+            break;
+        }
+        match rng.u8(0..3) {
+            0 => {
+                let p = rng.usize(..input.len());
+                input[p] = rng.u8(..);
+            }
+            1 => input.truncate(rng.usize(..input.len())),
+            _ => input.extend((0..rng.usize(1..8)).map(|_| rng.u8(..))),
+        }
+    }
+    input
+}
+
+/// Bounded property test for RFC 6062: random and mutated Connect /
+/// ConnectionBind / permission traffic on control and data connections, with
+/// connection results and incoming peers interleaved, never panics, and every
+/// STUN message the server sends parses.
+#[test]
+fn random_input_on_tcp_allocations_never_panics() {
+    let mut h = H::new();
+    let control = tcp_five(1);
+    let id = tcp_allocate(&mut h, control);
+    let nonce = h.nonce(control);
+    let auth = Some(("alice", "alicepw", nonce.as_str()));
+    let seeds: Vec<Vec<u8>> = vec![
+        Req::new(m::CONNECT).peer(addr(PEER)).encode(auth),
+        Req::new(m::CONNECTION_BIND)
+            .attr(attr::CONNECTION_ID, &[0, 0, 0, 1])
+            .encode(auth),
+        Req::new(m::CREATE_PERMISSION).peer(addr(PEER)).encode(auth),
+        Req::new(m::REFRESH).lifetime(900).encode(auth),
+        tcp_alloc().encode(auth),
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x6062);
+    let mut conns: Vec<u32> = Vec::new();
+    for i in 0..20_000 {
+        let input = mutate(&mut rng, &seeds, i % 5 == 0);
+        let f = if rng.bool() {
+            control
+        } else {
+            tcp_five(2 + rng.u16(0..4))
+        };
+        let mut out = Vec::new();
+        h.core.handle_client(h.now, f, &input, &mut out);
+        if rng.u8(0..10) == 0 {
+            if let Some(c) = h.core.peer_incoming(h.now, id, addr(PEER), &mut out) {
+                conns.push(c);
+            }
+        }
+        // Bind a real connection id now and then.
+        if let (Some(&c), 0) = (conns.last(), rng.u8(0..8)) {
+            let bind = Req::new(m::CONNECTION_BIND)
+                .attr(attr::CONNECTION_ID, &c.to_be_bytes())
+                .encode(auth);
+            h.core.handle_client(h.now, tcp_five(9), &bind, &mut out);
+        }
+        while let Some(o) = out.pop() {
+            match o {
+                Output::ToClient { data, .. } => {
+                    Message::parse(&data).expect("server output parses");
+                }
+                Output::ConnectPeer { conn, .. } => {
+                    conns.push(conn);
+                    let ok = rng.bool();
+                    h.core.peer_connected(h.now, conn, ok, &mut out);
+                }
+                Output::BindRelay(req) => {
+                    h.core
+                        .relay_bound(h.now, req, Some(addr("192.0.2.10:61000")), &mut out);
+                }
+                _ => {}
+            }
+        }
+        if i % 1000 == 999 {
+            let _ = h.advance(7);
+        }
+    }
+}
