@@ -1,0 +1,57 @@
+//! In-process fan-out of committed publications to the sessions subscribed on this
+//! node. A cluster bus (Redis) delivers into the same `deliver` entry point.
+
+use crate::outbound::{Outbound, SessionHandle};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Default)]
+pub struct LocalBus {
+    channels: RwLock<HashMap<Arc<str>, HashMap<u64, SessionHandle>>>,
+}
+
+impl LocalBus {
+    pub fn subscribe(&self, channel: &Arc<str>, handle: SessionHandle) {
+        let mut channels = self.channels.write().expect("bus lock");
+        channels
+            .entry(channel.clone())
+            .or_default()
+            .insert(handle.id, handle);
+    }
+
+    pub fn unsubscribe(&self, channel: &str, session_id: u64) {
+        let mut channels = self.channels.write().expect("bus lock");
+        if let Some(subs) = channels.get_mut(channel) {
+            subs.remove(&session_id);
+            if subs.is_empty() {
+                channels.remove(channel);
+            }
+        }
+    }
+
+    /// Pushes one publication frame to every subscriber of `channel`. Called in offset
+    /// order by the history writer, so each session's queue receives offsets in order.
+    pub fn deliver(&self, channel: &Arc<str>, offset: u64, frame: Bytes) -> usize {
+        let channels = self.channels.read().expect("bus lock");
+        let Some(subs) = channels.get(channel) else {
+            return 0;
+        };
+        for handle in subs.values() {
+            handle.push(Outbound::Publication {
+                channel: channel.clone(),
+                offset,
+                frame: frame.clone(),
+            });
+        }
+        subs.len()
+    }
+
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.channels
+            .read()
+            .expect("bus lock")
+            .get(channel)
+            .map_or(0, HashMap::len)
+    }
+}
