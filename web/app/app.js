@@ -189,18 +189,24 @@ function removeTile(key) {
 }
 
 function layoutGrid() {
+  // Pick the column count that gives the biggest 16:9 tiles, then center them.
   const grid = $('grid');
   const n = Math.max(1, state.tiles.size);
-  const W = grid.clientWidth || window.innerWidth;
-  const H = grid.clientHeight || window.innerHeight;
-  let best = { cols: 1, rows: n, size: 0 };
+  const stage = $('stage');
+  const gap = window.innerWidth <= 760 ? 6 : 10;
+  const W = Math.max(100, stage.clientWidth - (window.innerWidth <= 760 ? 16 : 24));
+  const H = Math.max(100, stage.clientHeight);
+  let best = { cols: 1, rows: n, w: 0, score: 0 };
   for (let cols = 1; cols <= n; cols++) {
     const rows = Math.ceil(n / cols);
-    const w = Math.min(W / cols, ((H / rows) * 16) / 9);
-    if (w > best.size) best = { cols, rows, size: w };
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
+    // Prefer side-by-side over stacked when the tiles are nearly as big.
+    const score = w * (cols > rows ? 1.15 : 1);
+    if (score > best.score + 0.5) best = { cols, rows, w, score };
   }
-  grid.style.setProperty('--cols', best.cols);
-  grid.style.gridTemplateRows = `repeat(${best.rows}, minmax(0, 1fr))`;
+  const w = Math.floor(best.w);
+  grid.style.gridTemplateColumns = `repeat(${best.cols}, ${w}px)`;
+  grid.style.gridAutoRows = `${Math.floor((w * 9) / 16)}px`;
   grid.dataset.count = String(n);
   $('people-count').textContent = `${state.room ? state.room.participants.size + 1 : 1} in room`;
 }

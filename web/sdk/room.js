@@ -279,7 +279,7 @@ export class Chat extends Emitter {
   }
   /** False once "load older" reached the start of the retained history. */
   get hasMore() {
-    return this.#oldest === null || this.#earliest === null || this.#oldest > Math.max(1, this.#earliest);
+    return this.#oldest === null || this.#oldest > Math.max(1, this.#earliest ?? 1);
   }
 
   /** Send a chat message (a string becomes `{text}`); resolves with the ack. */
@@ -295,7 +295,10 @@ export class Chat extends Emitter {
   async loadOlder(limit = 50) {
     await this.#sub.ready;
     const before = this.#oldest ?? this.#sub.cursor.offset + 1;
-    if (before <= 1) return [];
+    if (before <= 1) {
+      this.#oldest = 1;
+      return [];
+    }
     const res = await this.#sub.history({ before, limit });
     this.#earliest = res.earliest;
     const msgs = res.publications.map((p) => this.#toMessage({ ...p, channel: this.channel }));
