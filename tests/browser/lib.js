@@ -87,3 +87,43 @@ export async function serverApi(pathname, body) {
 export function roomName(prefix) {
   return `${prefix}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 5)}`;
 }
+
+/**
+ * Inbound media counters of the connection to `identity` in a page whose call is
+ * `window.tandemApp.call` (demo app) or `window.call` (SDK pages).
+ */
+export function inbound(page, identity) {
+  return page.evaluate(async (identity) => {
+    const call = window.tandemApp?.call || window.call;
+    const peer = call?.peers.get(identity);
+    if (!peer) return null;
+    const out = { state: peer.pc.connectionState, framesDecoded: 0, audioPackets: 0, videoTracks: 0 };
+    for (const s of (await peer.pc.getStats()).values()) {
+      if (s.type !== 'inbound-rtp') continue;
+      if (s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
+      if (s.kind === 'audio') out.audioPackets += s.packetsReceived || 0;
+    }
+    for (const st of peer.streams.values()) out.videoTracks += st.getVideoTracks().filter((t) => t.readyState === 'live').length;
+    return out;
+  }, identity);
+}
+
+/** Wait until the page decodes video and receives audio from `identity`, growing. */
+export async function expectMediaFlowing(page, identity, what = identity) {
+  const first = await until(async () => {
+    const s = await inbound(page, identity);
+    return s && s.framesDecoded > 0 && s.audioPackets > 0 && s;
+  }, { timeout: 25000, what: `media from ${what}` });
+  await until(async () => {
+    const s = await inbound(page, identity);
+    return s.framesDecoded > first.framesDecoded + 5 && s.audioPackets > first.audioPackets + 10;
+  }, { timeout: 15000, what: `media from ${what} to keep flowing` });
+}
+
+/** Open the demo app as `name` in `room` (dev mode token) and wait until joined. */
+export async function appPage(browser, name, room, opts = {}) {
+  const identity = opts.identity || name.toLowerCase();
+  const page = await newPage(browser, `/?name=${encodeURIComponent(name)}&room=${room}&identity=${identity}&autojoin=1`, opts);
+  await until(() => page.evaluate(() => !!window.tandemApp?.call), { timeout: 20000, what: `${name} to join` });
+  return page;
+}

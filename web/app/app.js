@@ -196,17 +196,19 @@ function layoutGrid() {
   const gap = window.innerWidth <= 760 ? 6 : 10;
   const W = Math.max(100, stage.clientWidth - (window.innerWidth <= 760 ? 16 : 24));
   const H = Math.max(100, stage.clientHeight);
+  // Landscape stages get 16:9 tiles; portrait ones (phones) squarer tiles.
+  const aspect = H > W * 1.2 ? 1 : 16 / 9;
   let best = { cols: 1, rows: n, w: 0, score: 0 };
   for (let cols = 1; cols <= n; cols++) {
     const rows = Math.ceil(n / cols);
-    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * (16 / 9));
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * aspect);
     // Prefer side-by-side over stacked when the tiles are nearly as big.
     const score = w * (cols > rows ? 1.15 : 1);
     if (score > best.score + 0.5) best = { cols, rows, w, score };
   }
   const w = Math.floor(best.w);
   grid.style.gridTemplateColumns = `repeat(${best.cols}, ${w}px)`;
-  grid.style.gridAutoRows = `${Math.floor((w * 9) / 16)}px`;
+  grid.style.gridAutoRows = `${Math.floor(w / aspect)}px`;
   grid.dataset.count = String(n);
   $('people-count').textContent = `${state.room ? state.room.participants.size + 1 : 1} in room`;
 }
