@@ -127,3 +127,21 @@ export async function appPage(browser, name, room, opts = {}) {
   await until(() => page.evaluate(() => !!window.tandemApp?.call), { timeout: 20000, what: `${name} to join` });
   return page;
 }
+
+/**
+ * An SDK page connected as `identity` and joined to `room`: `window.client`,
+ * `window.room`, and `window.call` when `call` options are given.
+ */
+export async function sdkPeer(browser, identity, room, { call = null, backoff = { min: 100, max: 2000 }, ...opts } = {}) {
+  const page = await sdkPage(browser, opts);
+  await page.evaluate(
+    async ({ identity, room, call, backoff }) => {
+      const token = async () => (await (await fetch(`/dev/token?identity=${identity}&room=${room}`)).json()).token;
+      window.client = await window.T.connect(location.origin, token, { backoff });
+      window.room = await window.client.join(room);
+      if (call) window.call = await window.room.call(call);
+    },
+    { identity, room, call, backoff },
+  );
+  return page;
+}
