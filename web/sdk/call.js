@@ -110,6 +110,8 @@ export class Call extends Emitter {
   /** Acquire camera/microphone (unless disabled) and connect to everyone in the room. */
   async start() {
     const room = this.#room;
+    if (room._call && room._call !== this && !room._call.closed) throw new TandemError('already_in_call', 'this room already has a call');
+    room._call = this;
     this.#offs.push(
       room.on('signal', (s) => this.#onSignal(s)),
       room.on('participantJoined', (p) => this.#onParticipantPresent(p)),
@@ -121,12 +123,16 @@ export class Call extends Emitter {
     );
     if (this.#opts.localStream) this.localStream = this.#opts.localStream;
     else if (this.#opts.audio || this.#opts.video) this.localStream = await this.#acquire(this.#opts.audio, this.#opts.video);
+    if (this.closed) return this;
     if (this.localStream) {
       for (const track of this.localStream.getTracks()) {
+        // Peers created by offers that arrived while the devices were starting.
+        for (const peer of this.peers.values()) {
+          if (!peer.closed && !peer.pc.getSenders().some((s) => s.track === track)) peer.pc.addTrack(track, this.localStream);
+        }
         this.emit('localTrack', { track, stream: this.localStream, source: track.kind === 'audio' ? 'microphone' : 'camera' });
       }
     }
-    if (this.closed) return this;
     // The side that starts later offers; the others answer (and perfect
     // negotiation settles it when two start at the same time).
     for (const p of room.participants.values()) this.#ensurePeer(p.identity, p.sid, true);
@@ -244,7 +250,12 @@ export class Call extends Emitter {
     clearInterval(this.#statsTimer);
     for (const off of this.#offs) off();
     this.#offs = [];
-    for (const peer of [...this.peers.values()]) this.#closePeer(peer);
+    if (this.#room._call === this) this.#room._call = null;
+    for (const peer of [...this.peers.values()]) {
+      // Still in the room: tell the others to drop their side now.
+      if (peer.sid && this.#room.state === 'joined') this.#room.signal(peer.sid, { kind: SIGNAL_KIND, bye: true }).catch(() => {});
+      this.#closePeer(peer);
+    }
     if (!this.#opts.localStream) this.localStream?.getTracks().forEach((t) => t.stop());
     this.screenStream?.getTracks().forEach((t) => t.stop());
     this.screenStream = null;
@@ -495,6 +506,16 @@ export class Call extends Emitter {
   async #handleSignal(peer, data) {
     if (peer.closed) return;
     const pc = peer.pc;
+    if (data.nocall) {
+      // The other side is in the room but not in a call: our offer is void. It will
+      // offer itself when it starts its call.
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      return;
+    }
+    if (data.bye) {
+      this.#closePeer(peer);
+      return;
+    }
     if (data.sources) Object.assign(peer.remoteSources, data.sources);
     if (data.media) {
       peer.media = data.media;
@@ -504,9 +525,7 @@ export class Call extends Emitter {
     if (data.description) {
       const d = data.description;
       const collision = d.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
-      // Impolite peers ignore a colliding offer, unless the peer never answered
-      // anything yet: then our own offer was sent before it had a call and is stale.
-      peer.ignoreOffer = !peer.polite && collision && peer.heardFrom;
+      peer.ignoreOffer = !peer.polite && collision;
       peer.heardFrom = true;
       if (peer.ignoreOffer) return;
       await pc.setRemoteDescription(d);

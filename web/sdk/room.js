@@ -41,6 +41,8 @@ export class Room extends Emitter {
   #metadata;
   #chat = null;
   #byIdentity = new Map();
+  /** @internal the running Call, if any */
+  _call = null;
 
   constructor(client, name, metadata, onDone) {
     super();
@@ -186,6 +188,12 @@ export class Room extends Emitter {
         this.#finish();
         return;
       case 'signal':
+        // An offer for a call while this participant is not in one: say so, so the
+        // offerer rolls back and waits for our own offer when we start a call.
+        if (msg.data?.kind === 'tandem-rtc' && msg.data.description?.type === 'offer' && !(this._call && !this._call.closed)) {
+          this.signal(msg.from, { kind: 'tandem-rtc', nocall: true }).catch(() => {});
+          return;
+        }
         this.emit('signal', {
           from: msg.from,
           fromIdentity: msg.from_identity,

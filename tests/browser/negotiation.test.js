@@ -1,0 +1,97 @@
+// Perfect negotiation under glare, ICE restart, mute/unmute, stats, and ICE staying
+// on loopback inside the test namespace.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, sdkPeer, expectMediaFlowing, inbound, until, roomName } from './lib.js';
+
+let browser;
+before(async () => (browser = await launch()));
+after(async () => browser?.close());
+
+const media = { audio: true, video: { width: 320, height: 180, frameRate: 15 } };
+
+test('two peers start their calls at the same moment: glare is settled, media flows', async () => {
+  const room = roomName('glare');
+  const a = await sdkPeer(browser, 'alice', room);
+  const b = await sdkPeer(browser, 'bob', room);
+  // Both are in the room already, so both offer to each other at once.
+  const start = (m) => window.room.call(m).then((c) => void (window.call = c));
+  await Promise.all([a.evaluate(start, media), b.evaluate(start, media)]);
+  await expectMediaFlowing(a, 'bob');
+  await expectMediaFlowing(b, 'alice');
+  const roles = await Promise.all([a, b].map((p) => p.evaluate(() => [...window.call.peers.values()][0].polite)));
+  assert.notEqual(roles[0], roles[1], 'exactly one polite side');
+
+  // Stats an app can show.
+  const stats = await a.evaluate(async () => {
+    await window.call.refreshStats();
+    await new Promise((r) => setTimeout(r, 1100));
+    const s = (await window.call.refreshStats()).get('bob');
+    const { _raw, ...rest } = s;
+    return rest;
+  });
+  assert.equal(stats.path, 'direct');
+  assert.equal(stats.localCandidateType, 'host');
+  assert.equal(typeof stats.rtt, 'number');
+  assert.ok(stats.bitrateIn > 10000, `bitrate in ${stats.bitrateIn}`);
+  assert.ok(stats.bitrateOut > 10000, `bitrate out ${stats.bitrateOut}`);
+  assert.equal(typeof stats.packetLoss, 'number');
+  assert.ok(['good', 'fair', 'poor'].includes(stats.quality));
+
+  // ICE only ever used loopback addresses (the namespace has nothing else).
+  const addrs = await a.evaluate(async () => {
+    const pc = window.call.peers.get('bob').pc;
+    const out = new Set();
+    for (const s of (await pc.getStats()).values()) if (s.type === 'local-candidate' || s.type === 'remote-candidate') out.add(s.address || s.ip);
+    return [...out];
+  });
+  assert.ok(addrs.length > 0 && addrs.every((x) => x === '127.0.0.1' || x === '::1'), `candidates: ${addrs}`);
+
+  // Mute: the remote learns it; the audio track is disabled locally.
+  await a.evaluate(() => window.call.setMicrophoneEnabled(false));
+  await until(() => b.evaluate(() => window.call.peers.get('alice').media.audio === false), { what: 'mute seen by bob' });
+  await a.evaluate(() => window.call.setCameraEnabled(false));
+  await until(() => b.evaluate(() => window.call.peers.get('alice').media.video === false), { what: 'camera off seen by bob' });
+  await a.evaluate(() => Promise.all([window.call.setMicrophoneEnabled(true), window.call.setCameraEnabled(true)]));
+  await until(() => b.evaluate(() => { const m = window.call.peers.get('alice').media; return m.audio && m.video; }), { what: 'unmute seen by bob' });
+
+  // ICE restart: new credentials are negotiated and media keeps flowing.
+  const ufrag = () => window.call.peers.get('bob').pc.localDescription.sdp.match(/a=ice-ufrag:(\S+)/)[1];
+  const before = await a.evaluate(ufrag);
+  await a.evaluate(() => window.call.peers.get('bob').pc.restartIce());
+  await until(async () => (await a.evaluate(ufrag)) !== before && (await inbound(a, 'bob')).state === 'connected', { what: 'ICE restarted' });
+  await expectMediaFlowing(a, 'bob', 'bob after ICE restart');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('a peer that joins without media gets media from the others (renegotiation)', async () => {
+  const room = roomName('recvonly');
+  const a = await sdkPeer(browser, 'alice', room, { call: media });
+  const b = await sdkPeer(browser, 'bob', room, { call: { audio: false, video: false } });
+  await expectMediaFlowing(b, 'alice', 'alice at a media-less bob');
+  // Bob turns his camera and microphone on later: a renegotiation adds them.
+  await b.evaluate(() => Promise.all([window.call.setCameraEnabled(true), window.call.setMicrophoneEnabled(true)]));
+  await expectMediaFlowing(a, 'bob', 'bob after turning media on');
+  await a.context().close();
+  await b.context().close();
+});
+
+test('an offer to someone not in a call is withdrawn; their call connects later', async () => {
+  const room = roomName('late');
+  const a = await sdkPeer(browser, 'alice', room);
+  const b = await sdkPeer(browser, 'bob', room);
+  await a.evaluate((m) => window.room.call(m).then((c) => void (window.call = c)), media);
+  // Alice offered to Bob, who has no call: Bob's SDK says so and Alice rolls back.
+  await until(() => a.evaluate(() => window.call.peers.get('bob')?.pc.signalingState === 'stable'), { what: 'offer withdrawn' });
+  await new Promise((r) => setTimeout(r, 300));
+  await b.evaluate((m) => window.room.call(m).then((c) => void (window.call = c)), media);
+  await expectMediaFlowing(a, 'bob');
+  await expectMediaFlowing(b, 'alice');
+  // Bob hangs up but stays in the room: Alice drops her side at once.
+  await b.evaluate(() => window.call.close());
+  await until(() => a.evaluate(() => window.call.peers.size === 0), { what: 'bye handled' });
+  assert.equal(await a.evaluate(() => window.room.participants.size), 1);
+  await a.context().close();
+  await b.context().close();
+});
