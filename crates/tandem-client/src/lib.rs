@@ -23,8 +23,9 @@ use tandem_protocol::{
     ConnectResult, ErrorCode, HistoryResult, JoinResult, PublishResult, StreamPosition,
     SubscribeResult,
 };
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_websockets::Message;
+use tokio_websockets::{Message, WebSocketStream};
 
 pub use tandem_protocol as protocol;
 
@@ -319,6 +320,39 @@ impl Client {
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
     }
+}
+
+/// Opens a raw WebSocket to a `ws://` URL with TCP_NODELAY set (small real-time frames
+/// must not wait for Nagle's algorithm), optionally sending an `Origin` header.
+pub async fn connect_socket(
+    url: &str,
+    origin: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>, ClientError> {
+    let fail = |e: &dyn std::fmt::Display| ClientError::Connect(e.to_string());
+    let uri: http::Uri = url.parse().map_err(|e| fail(&e))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(ClientError::Connect(format!(
+            "only ws:// URLs are supported, got '{url}'"
+        )));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Connect(format!("no host in '{url}'")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| fail(&e))?;
+    tcp.set_nodelay(true).map_err(|e| fail(&e))?;
+    let mut builder = tokio_websockets::ClientBuilder::from_uri(uri);
+    if let Some(origin) = origin {
+        let value = http::HeaderValue::from_str(origin).map_err(|e| fail(&e))?;
+        builder = builder
+            .add_header(http::header::ORIGIN, value)
+            .map_err(|e| fail(&e))?;
+    }
+    let (ws, _) = builder.connect_on(tcp).await.map_err(|e| fail(&e))?;
+    Ok(ws)
 }
 
 fn decode_error(v: &Value) -> ClientError {

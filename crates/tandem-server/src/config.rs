@@ -65,6 +65,8 @@ pub struct HistoryConfig {
     pub max_count: u64,
     /// Publications older than this are trimmed.
     pub max_age_secs: u64,
+    /// How often the age trim runs.
+    pub trim_interval_secs: u64,
     /// Most publications one recovery returns.
     pub recovery_max: u64,
     /// `full` (fsync on every group commit: survives power loss) or `normal` (survives
@@ -120,6 +122,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             max_count: 1000,
             max_age_secs: 86_400,
+            trim_interval_secs: 60,
             recovery_max: 1000,
             sync: SyncMode::Full,
             group_commit_max: 512,
@@ -242,6 +245,10 @@ impl Config {
             ("limits.idle_timeout_ms", l.idle_timeout_ms),
             ("history.max_count", self.history.max_count),
             ("history.max_age_secs", self.history.max_age_secs),
+            (
+                "history.trim_interval_secs",
+                self.history.trim_interval_secs,
+            ),
             ("history.recovery_max", self.history.recovery_max),
             (
                 "history.group_commit_max",

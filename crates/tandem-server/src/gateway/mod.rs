@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,7 +64,8 @@ pub async fn serve(
     let app = router(state.clone());
     let trim_state = state.clone();
     let trimmer = tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
+        let period = Duration::from_secs(trim_state.config.history.trim_interval_secs);
+        let mut every = tokio::time::interval(period);
         loop {
             every.tick().await;
             if trim_state.history.trim_by_age().await.is_err() {
@@ -72,6 +74,12 @@ pub async fn serve(
         }
     });
     let closing = state.clone();
+    // Real-time traffic: small frames must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -291,3 +291,39 @@ async fn sigterm_tells_clients_to_reconnect_and_keeps_acknowledged_messages() {
     assert_eq!(r.recovered, Some(true));
     assert_eq!(r.publications.len() as u64, last);
 }
+
+#[tokio::test]
+async fn old_publications_are_trimmed_by_age() {
+    let server = Server::start(&format!(
+        "{FAST}\n[history]\nmax_age_secs = 1\ntrim_interval_secs = 1"
+    ));
+    let (c, _e) = server.client("alice").await;
+    c.join("r", None).await.unwrap();
+    let epoch = c.subscribe("room:r:chat", None).await.unwrap().epoch;
+    c.unsubscribe("room:r:chat").await.unwrap();
+    for i in 0..5 {
+        c.publish("room:r:chat", json!(i)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = c.history("room:r:chat", None, None, None).await.unwrap();
+        if page.publications.is_empty() {
+            assert_eq!(page.offset, 5, "offsets are kept after a trim");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publications older than max_age_secs were not trimmed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = c
+        .subscribe("room:r:chat", Some(StreamPosition { offset: 2, epoch }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.recovered, r.reason),
+        (Some(false), Some(RecoveryFailure::HistoryExpired))
+    );
+    assert!(server.metric("tandem_history_trimmed_total") >= 5.0);
+}

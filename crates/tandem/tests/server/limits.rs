@@ -5,6 +5,12 @@ use std::time::Duration;
 use tandem_client::{Client, Options};
 use tandem_protocol::ErrorCode;
 
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn publish_rate_is_limited_with_retry_hint() {
     let server = Server::start("[limits]\npublish_rate = 5\npublish_burst = 5");
@@ -131,6 +137,13 @@ async fn slow_consumer_is_disconnected_and_others_unaffected() {
     let got = publications(&mut healthy_events, count).await;
     assert_eq!(got.last().unwrap().offset, count as u64);
     assert_eq!(server.metric("tandem_slow_consumer_disconnects_total"), 1.0);
+    // 24 MB went to a client that read none of it; the server held at most its queue.
+    let rss_kib = rss_kib(server.pid());
+    eprintln!("slow consumer test: server RSS {rss_kib} KiB");
+    assert!(
+        rss_kib < 64 * 1024,
+        "server RSS {rss_kib} KiB: memory was not bounded"
+    );
     let participants = server.api("GET", "/api/v1/rooms/r/participants", None).1;
     assert_eq!(
         participants["participants"].as_array().unwrap().len(),

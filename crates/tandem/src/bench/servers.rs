@@ -1,0 +1,107 @@
+//! Starting the servers under test as child processes on free loopback ports.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const BENCH_KEY: &str = "bench";
+pub const BENCH_SECRET: &str = "bench-secret-0123456789-0123456789-0123";
+
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    dir: Option<PathBuf>,
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Reads the child's stdout until a line starting with `prefix`, then parses the address.
+fn wait_for_address(child: &mut Child, prefix: &str) -> Result<SocketAddr> {
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if let Some(addr) = line.strip_prefix(prefix) {
+            let addr = addr
+                .trim()
+                .parse()
+                .with_context(|| format!("bad address line '{line}'"))?;
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(addr);
+        }
+    }
+    bail!("server exited before printing '{prefix}…'")
+}
+
+/// Tandem with limits opened up for a load test (history stays durable: sync = full).
+pub fn start_tandem(bin: &Path) -> Result<ServerProcess> {
+    let dir = std::env::temp_dir().join(format!(
+        "tandem-bench-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let config = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[keys]\n{BENCH_KEY} = \"{BENCH_SECRET}\"\n\
+         [limits]\npublish_rate = 1000000\npublish_burst = 1000000\nmax_connections_per_identity = 1000000\n",
+        dir.join("data").display()
+    );
+    let config_path = dir.join("tandem.toml");
+    std::fs::write(&config_path, config)?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let addr = wait_for_address(&mut child, "tandem listening on ")?;
+    Ok(ServerProcess {
+        child,
+        addr,
+        name: "tandem",
+        dir: Some(dir),
+    })
+}
+
+/// The minimal Node `ws` broadcast server.
+pub fn start_node(script: &Path) -> Result<ServerProcess> {
+    let mut child = Command::new("node")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start node")?;
+    let addr = wait_for_address(&mut child, "node listening on ")?;
+    Ok(ServerProcess {
+        child,
+        addr,
+        name: "node-ws",
+        dir: None,
+    })
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
