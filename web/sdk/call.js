@@ -507,9 +507,9 @@ export class Call extends Emitter {
     if (peer.closed) return;
     const pc = peer.pc;
     if (data.nocall) {
-      // The other side is in the room but not in a call: our offer is void. It will
-      // offer itself when it starts its call.
-      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      // The other side is in the room but not in a call: drop this connection (it
+      // never carried anything). It will offer itself when it starts its call.
+      this.#closePeer(peer);
       return;
     }
     if (data.bye) {
