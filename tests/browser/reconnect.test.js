@@ -88,3 +88,86 @@ test('messages sent while a client is cut off all arrive once, in order', async 
   await alice.context().close();
   await bob.context().close();
 });
+
+test('an abrupt network drop (TCP proxy killed) is recovered the same way', async () => {
+  const net = await import('node:net');
+  const target = new URL(process.env.TANDEM_URL || 'http://127.0.0.1:7880');
+  const sockets = new Set();
+  let accepting = true;
+  const proxy = net.createServer((client) => {
+    if (!accepting) return client.destroy();
+    const upstream = net.connect(Number(target.port), target.hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const done = () => (client.destroy(), upstream.destroy(), sockets.delete(client), sockets.delete(upstream));
+    client.on('error', done).on('close', done);
+    upstream.on('error', done).on('close', done);
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+  try {
+    const room = roomName('drop');
+    const alice = await sdkPeer(browser, 'alice', room);
+    // Bob's page and socket go through the proxy (same origin, so the origin check passes).
+    const bobPage = await alice.context().browser().newContext().then((c) => c.newPage());
+    await bobPage.goto(`${proxyUrl}/examples/minimal.html?noauto=1`);
+    await bobPage.evaluate(async (room) => {
+      window.T = await import('/sdk/index.js');
+      const token = async () => (await (await fetch(`/dev/token?identity=bob&room=${room}`)).json()).token;
+      window.client = await window.T.connect(location.origin, token, { backoff: { min: 1500, max: 1500 } });
+      window.room = await window.client.join(room);
+      window.got = [];
+      window.closes = [];
+      window.client.on('disconnected', (d) => window.closes.push(d.code));
+      window.room.chat.on('message', (m) => window.got.push(m.offset));
+      await window.room.chat.ready;
+    }, room);
+    await alice.evaluate(() => window.room.chat.ready);
+    const offsets = [];
+    const send = async (t) => offsets.push((await alice.evaluate((t) => window.room.chat.send(t), t)).offset);
+    for (let i = 0; i < 5; i++) await send(`a${i}`);
+    // Pull the plug: every proxied socket dies without a close frame, and new
+    // connections are refused for a moment.
+    accepting = false;
+    for (const s of sockets) s.destroy();
+    await until(() => bobPage.evaluate(() => window.closes.length === 1), { what: 'bob notices the drop' });
+    for (let i = 0; i < 20; i++) await send(`b${i}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    accepting = true;
+    for (let i = 0; i < 5; i++) await send(`c${i}`);
+    await until(() => bobPage.evaluate((n) => window.got.length >= n, offsets.length), { what: 'all messages at bob', timeout: 20000 });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(await bobPage.evaluate(() => window.got), offsets);
+    assert.deepEqual(await bobPage.evaluate(() => window.closes), [1006]);
+    await bobPage.context().close();
+    await alice.context().close();
+  } finally {
+    for (const s of sockets) s.destroy();
+    proxy.close();
+  }
+});
+
+test('a WebSocket blip does not drop the peer-to-peer call', async () => {
+  const { expectMediaFlowing } = await import('./lib.js');
+  const room = roomName('blip');
+  const media = { audio: true, video: { width: 320, height: 180, frameRate: 15 } };
+  const alice = await sdkPeer(browser, 'alice', room, { call: media });
+  const bob = await sdkPeer(browser, 'bob', room, { call: media, backoff: { min: 500, max: 500 } });
+  await expectMediaFlowing(alice, 'bob');
+  await alice.evaluate(() => (window.pcBefore = window.call.peers.get('bob').pc));
+  await bob.evaluate(() => (window.pcBefore = window.call.peers.get('alice').pc));
+  await serverApi('/api/v1/connections/disconnect', { identity: 'bob', reconnect: true });
+  await until(() => bob.evaluate(() => window.client.state === 'connected' && window.room.state === 'joined'), { what: 'bob back', timeout: 10000 });
+  await until(() => alice.evaluate(() => window.room.participantByIdentity('bob')?.sid === window.call.peers.get('bob')?.sid), { what: 'alice sees bob again' });
+  // Same peer connections on both sides, media still flowing.
+  assert.ok(await alice.evaluate(() => window.call.peers.get('bob').pc === window.pcBefore));
+  assert.ok(await bob.evaluate(() => window.call.peers.get('alice').pc === window.pcBefore));
+  await expectMediaFlowing(alice, 'bob', 'bob after the blip');
+  // Signaling works with Bob's new sid: a screen share renegotiates.
+  await bob.evaluate(() => window.call.startScreenShare());
+  await until(() => alice.evaluate(() => window.call.peers.get('bob').streams.has('screen')), { what: 'screen after blip' });
+  await alice.context().close();
+  await bob.context().close();
+});

@@ -401,7 +401,7 @@ export class TandemClient extends Emitter {
 
   #onClose(code, reason, connectError) {
     const notice = this.#lastDisconnect;
-    this.#teardown(new TandemError('connection_lost', `connection closed (${code})`));
+    const wasAuthed = this.#teardown(new TandemError('connection_lost', `connection closed (${code})`));
     for (const sub of this.#subs.values()) sub._onConnectionLost();
     if (this.#closedByUser) return;
     let reconnect = notice ? notice.reconnect !== false : !FATAL_CLOSE.has(code);
@@ -414,14 +414,15 @@ export class TandemClient extends Emitter {
       this.#fail(connectError || new TandemError(detail.reason || 'disconnected', `closed by server (${code} ${detail.reason})`), detail);
       return;
     }
-    this.#scheduleRetry(detail);
+    this.#scheduleRetry(detail, wasAuthed);
   }
 
-  #scheduleRetry(detail) {
+  /** `dropped`: a live session was lost (vs. a reconnect attempt that failed). */
+  #scheduleRetry(detail, dropped = false) {
     const delay = backoffDelay(this.#attempt, this.#opts.backoff);
     this.#attempt++;
     this.#setState('reconnecting');
-    this.emit('disconnected', { ...detail, reconnect: true });
+    if (dropped) this.emit('disconnected', { ...detail, reconnect: true });
     this.emit('reconnecting', { attempt: this.#attempt, delay });
     for (const room of this.#rooms.values()) room._onConnectionLost();
     this.#retryTimer = setTimeout(() => this.#open(), delay);

@@ -83,6 +83,7 @@ export type ClientEvents = {
   /** Every state change: show it in the UI. `connected` comes after rooms and subscriptions are restored. */
   state: [state: ConnectionState, previous: ConnectionState];
   connected: [{ info: ConnectInfo; reconnected: boolean }];
+  /** A live session dropped (failed reconnect attempts fire only `reconnecting`). */
   disconnected: [DisconnectInfo];
   reconnecting: [{ attempt: number; delay: number }];
   /** Errors without a request to reject (e.g. server errors without `id`). */
