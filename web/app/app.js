@@ -77,7 +77,12 @@ async function join() {
   state.client = client;
   client.on('state', (s) => setConnState(s));
   client.on('disconnected', (d) => {
-    if (!d.reconnect && state.room) toast(`Disconnected: ${d.reason || d.code}`);
+    if (d.reconnect || state.client !== client) return;
+    // For good (token revoked, removed by the server …): back to the lobby, say why.
+    const why = d.code === 4003 ? 'You were disconnected by the server.' : d.code === 4001 ? 'Your access token is no longer valid.' : `Disconnected (${d.reason || d.code}).`;
+    backToLobby();
+    $('lobby-error').textContent = why;
+    $('lobby-error').hidden = false;
   });
   await client.connect();
   state.meta = { name, status: document.hidden ? 'away' : 'online' };
