@@ -41,6 +41,9 @@ export async function newPage(browser, url, { viewport = { width: 1280, height: 
   const page = await context.newPage();
   page.on('pageerror', (err) => console.error(`[page error] ${err.message}`));
   page.on('console', (msg) => {
+    // Resource errors are expected noise here (the dev-mode probe's 404, a server
+    // being restarted); the tests assert on what matters.
+    if (!log && msg.text().startsWith('Failed to load resource')) return;
     if (log || msg.type() === 'error' || msg.type() === 'warning') console.error(`[console.${msg.type()}] ${msg.text()}`);
   });
   if (url) await page.goto(BASE + url);
