@@ -29,8 +29,8 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Where SQLite history lives.
     pub data_dir: PathBuf,
-    /// Directory with `app/`, `sdk/`, `examples/` for the demo app. Defaults to `web`
-    /// under the current directory when it exists.
+    /// Directory with `app/`, `sdk/`, `examples/` to serve instead of the copy of `web/`
+    /// embedded in the binary at build time.
     pub web_dir: Option<PathBuf>,
     /// Origins allowed to open WebSockets, e.g. `https://app.example.com`; `*` allows any.
     /// Same-origin pages and clients sending no Origin (non-browsers) are always allowed.

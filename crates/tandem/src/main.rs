@@ -53,7 +53,8 @@ struct ServeArgs {
     /// Directory for the SQLite history (also TANDEM_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Directory holding app/, sdk/ and examples/ (defaults to ./web when present).
+    /// Serve app/, sdk/ and examples/ from this directory instead of the copy embedded
+    /// in the binary (for editing the demo without rebuilding).
     #[arg(long)]
     web_dir: Option<PathBuf>,
     /// Dev mode: dev credentials, the demo's token endpoint, any bind address.
@@ -173,14 +174,10 @@ fn token(args: TokenArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let web_dir = args.web_dir.clone().or_else(|| {
-        let local = PathBuf::from("web");
-        local.join("app").is_dir().then_some(local)
-    });
     let extra = Overrides {
         bind: args.bind,
         data_dir: args.data_dir,
-        web_dir,
+        web_dir: args.web_dir,
         dev: args.dev,
         ..Default::default()
     };

@@ -1,4 +1,5 @@
-//! Static files for the demo app and the browser SDK, read from `server.web_dir`.
+//! Static files for the demo app and the browser SDK: from `server.web_dir` when it is
+//! configured, else the copy embedded at build time (see build.rs).
 
 use crate::state::ServerState;
 use axum::extract::{Path, State};
