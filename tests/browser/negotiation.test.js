@@ -14,13 +14,35 @@ test('two peers start their calls at the same moment: glare is settled, media fl
   const room = roomName('glare');
   const a = await sdkPeer(browser, 'alice', room);
   const b = await sdkPeer(browser, 'bob', room);
-  // Both are in the room already, so both offer to each other at once.
-  const start = (m) => window.room.call(m).then((c) => void (window.call = c));
-  await Promise.all([a.evaluate(start, media), b.evaluate(start, media)]);
-  await expectMediaFlowing(a, 'bob');
+  // Both are in the room with their devices open; both start their call at the same
+  // instant, so both offer to each other at once.
+  const prepare = async (m) => void (window.stream = await navigator.mediaDevices.getUserMedia(m));
+  await Promise.all([a.evaluate(prepare, media), b.evaluate(prepare, media)]);
+  const startAt = Date.now() + 400;
+  const start = async (at) => {
+    await new Promise((r) => setTimeout(r, at - Date.now()));
+    window.call = await window.room.call({ localStream: window.stream });
+  };
+  await Promise.all([a.evaluate(start, startAt), b.evaluate(start, startAt)]);
+  try {
+    await expectMediaFlowing(a, 'bob');
+  } catch (err) {
+    const dump = () => {
+      const p = [...window.call.peers.values()][0];
+      if (!p) return 'no peer';
+      const pc = p.pc;
+      return { polite: p.polite, collisions: p.collisions, sig: pc.signalingState, conn: pc.connectionState, ice: pc.iceConnectionState, log: p.log,
+        tr: pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection, t.receiver.track.kind, t.sender.track?.kind]) };
+    };
+    console.log('alice', JSON.stringify(await a.evaluate(dump)));
+    console.log('bob', JSON.stringify(await b.evaluate(dump)));
+    throw err;
+  }
   await expectMediaFlowing(b, 'alice');
   const roles = await Promise.all([a, b].map((p) => p.evaluate(() => [...window.call.peers.values()][0].polite)));
   assert.notEqual(roles[0], roles[1], 'exactly one polite side');
+  const [ca, cb] = await Promise.all([a, b].map((p) => p.evaluate(() => { const x = [...window.call.peers.values()][0]; return `${x.collisions} collision(s), ${x.stuckRestarts} stuck-ICE restart(s)`; })));
+  console.log(`glare: alice ${ca}; bob ${cb}`);
 
   // Stats an app can show.
   const stats = await a.evaluate(async () => {

@@ -35,6 +35,10 @@ export class Peer extends Emitter {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.heardFrom = false;
+    /** Offers that crossed ours (glare), settled by perfect negotiation. */
+    this.collisions = 0;
+    /** ICE restarts because ICE never started after a negotiation. */
+    this.stuckRestarts = 0;
     this.outbox = [];
     this.remoteSources = {};
     this.chain = Promise.resolve();
@@ -42,6 +46,7 @@ export class Peer extends Emitter {
     this.screenSenders = [];
     this.graceTimer = null;
     this.restartTimer = null;
+    this.stuckTimer = null;
   }
 
   get connectionState() {
@@ -355,6 +360,19 @@ export class Call extends Emitter {
       if (candidate) this.#signal(peer, { candidate: candidate.toJSON() });
     };
     pc.onconnectionstatechange = () => this.#onPcState(peer);
+    pc.onsignalingstatechange = () => {
+      if (pc.signalingState !== 'stable' || !pc.remoteDescription) return;
+      // Negotiated, yet ICE never starts: Chromium can lose the polite side's
+      // candidates after the implicit rollback of a glare. An ICE restart from the
+      // impolite side (the polite one later, as a fallback) gathers afresh.
+      clearTimeout(peer.stuckTimer);
+      peer.stuckTimer = setTimeout(() => {
+        if (!peer.closed && peer.sid && pc.connectionState === 'new' && pc.signalingState === 'stable') {
+          peer.stuckRestarts++;
+          pc.restartIce();
+        }
+      }, peer.polite ? 3000 : 1500);
+    };
     pc.oniceconnectionstatechange = () => {
       if (pc.iceConnectionState === 'failed' && peer.sid && !peer.closed) pc.restartIce();
     };
@@ -465,6 +483,7 @@ export class Call extends Emitter {
     peer.closed = true;
     clearTimeout(peer.graceTimer);
     clearTimeout(peer.restartTimer);
+    clearTimeout(peer.stuckTimer);
     try {
       peer.pc.close();
     } catch {}
@@ -496,6 +515,13 @@ export class Call extends Emitter {
   #onSignal({ from, fromIdentity, data }) {
     if (!data || data.kind !== SIGNAL_KIND || this.closed) return;
     const identity = fromIdentity;
+    if (data.nocall || data.bye) {
+      // Handled at once, not queued: signals that follow (a fresh offer when the
+      // other side starts its call) belong to a new connection.
+      const old = this.peers.get(identity);
+      if (old) this.#closePeer(old);
+      return;
+    }
     const peer = this.#ensurePeer(identity, from, false);
     peer.sid = from;
     peer.chain = peer.chain.then(() => this.#handleSignal(peer, data)).catch((err) => {
@@ -504,18 +530,12 @@ export class Call extends Emitter {
   }
 
   async #handleSignal(peer, data) {
-    if (peer.closed) return;
+    if (peer.closed) {
+      // Closed while this signal waited in its queue: a new offer starts a new connection.
+      if (data.description?.type === 'offer' && !this.closed) this.#onSignal({ from: peer.sid, fromIdentity: peer.identity, data: { kind: SIGNAL_KIND, ...data } });
+      return;
+    }
     const pc = peer.pc;
-    if (data.nocall) {
-      // The other side is in the room but not in a call: drop this connection (it
-      // never carried anything). It will offer itself when it starts its call.
-      this.#closePeer(peer);
-      return;
-    }
-    if (data.bye) {
-      this.#closePeer(peer);
-      return;
-    }
     if (data.sources) Object.assign(peer.remoteSources, data.sources);
     if (data.media) {
       peer.media = data.media;
@@ -525,6 +545,7 @@ export class Call extends Emitter {
     if (data.description) {
       const d = data.description;
       const collision = d.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
+      if (collision) peer.collisions++;
       peer.ignoreOffer = !peer.polite && collision;
       peer.heardFrom = true;
       if (peer.ignoreOffer) return;
