@@ -278,6 +278,10 @@ export declare class Peer extends Emitter<{
   stats: PeerStats | null;
   polite: boolean;
   closed: boolean;
+  /** Offers that crossed ours (glare), settled by perfect negotiation. */
+  collisions: number;
+  /** ICE restarts because ICE never started after a negotiation. */
+  stuckRestarts: number;
   readonly connectionState: RTCPeerConnectionState;
 }
 
