@@ -10,7 +10,7 @@ after(async () => browser?.close());
 
 const media = { audio: true, video: { width: 320, height: 180, frameRate: 15 } };
 
-test('two peers start their calls at the same moment: glare is settled, media flows', async () => {
+test('two calls start at the same instant; then both renegotiate at once: glare settled', async () => {
   const room = roomName('glare');
   const a = await sdkPeer(browser, 'alice', room);
   const b = await sdkPeer(browser, 'bob', room);
@@ -31,7 +31,10 @@ test('two peers start their calls at the same moment: glare is settled, media fl
       const p = [...window.call.peers.values()][0];
       if (!p) return 'no peer';
       const pc = p.pc;
-      return { polite: p.polite, collisions: p.collisions, sig: pc.signalingState, conn: pc.connectionState, ice: pc.iceConnectionState, log: p.log,
+      const cands = (d) => (d?.sdp.match(/a=candidate/g) || []).length;
+      const ufrag = (d) => d?.sdp.match(/a=ice-ufrag:(\S+)/)?.[1];
+      return { polite: p.polite, collisions: p.collisions, stuck: p.stuckRestarts, gather: pc.iceGatheringState, sig: pc.signalingState, conn: pc.connectionState, ice: pc.iceConnectionState, log: p.log,
+        local: [ufrag(pc.localDescription), cands(pc.localDescription)], remote: [ufrag(pc.remoteDescription), cands(pc.remoteDescription)],
         tr: pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection, t.receiver.track.kind, t.sender.track?.kind]) };
     };
     console.log('alice', JSON.stringify(await a.evaluate(dump)));
@@ -41,8 +44,28 @@ test('two peers start their calls at the same moment: glare is settled, media fl
   await expectMediaFlowing(b, 'alice');
   const roles = await Promise.all([a, b].map((p) => p.evaluate(() => [...window.call.peers.values()][0].polite)));
   assert.notEqual(roles[0], roles[1], 'exactly one polite side');
-  const [ca, cb] = await Promise.all([a, b].map((p) => p.evaluate(() => { const x = [...window.call.peers.values()][0]; return `${x.collisions} collision(s), ${x.stuckRestarts} stuck-ICE restart(s)`; })));
-  console.log(`glare: alice ${ca}; bob ${cb}`);
+  // Starting at once does not even collide: the polite side says hello, the
+  // impolite side offers.
+  const counters = () => Promise.all([a, b].map((p) => p.evaluate(() => { const x = [...window.call.peers.values()][0]; return { c: x.collisions, r: x.stuckRestarts }; })));
+  assert.deepEqual(await counters(), [{ c: 0, r: 0 }, { c: 0, r: 0 }]);
+
+  // Real glare: both renegotiate at the same instant (a new transceiver each), so
+  // both offers cross; perfect negotiation settles it (the polite side rolls back).
+  const at = Date.now() + 300;
+  const renegotiate = async (at) => {
+    await new Promise((r) => setTimeout(r, at - Date.now()));
+    [...window.call.peers.values()][0].pc.addTransceiver('video', { direction: 'recvonly' });
+  };
+  await Promise.all([a.evaluate(renegotiate, at), b.evaluate(renegotiate, at)]);
+  await until(
+    () => Promise.all([a, b].map((p) => p.evaluate(() => { const pc = [...window.call.peers.values()][0].pc; return pc.signalingState === 'stable' && pc.getTransceivers().length === 4 && pc.getTransceivers().every((t) => t.mid !== null); }))).then((x) => x.every(Boolean)),
+    { what: 'both renegotiations done' },
+  );
+  const after = await counters();
+  console.log(`glare: alice ${after[0].c} collision(s), bob ${after[1].c}`);
+  assert.ok(after[0].c + after[1].c >= 1, 'the offers crossed');
+  await expectMediaFlowing(a, 'bob', 'bob after glare');
+  await expectMediaFlowing(b, 'alice', 'alice after glare');
 
   // Stats an app can show.
   const stats = await a.evaluate(async () => {

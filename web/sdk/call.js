@@ -76,6 +76,9 @@ export class Call extends Emitter {
   #opts;
   #offs = [];
   #statsTimer = null;
+  /** Signals that arrived while local media was starting, replayed once it is up. */
+  #early = [];
+  #mediaReady = false;
   #audioEnabled = true;
   #videoEnabled = true;
 
@@ -118,7 +121,7 @@ export class Call extends Emitter {
     if (room._call && room._call !== this && !room._call.closed) throw new TandemError('already_in_call', 'this room already has a call');
     room._call = this;
     this.#offs.push(
-      room.on('signal', (s) => this.#onSignal(s)),
+      room.on('_rtc', (s) => this.#onSignal(s)),
       room.on('participantJoined', (p) => this.#onParticipantPresent(p)),
       room.on('participantUpdated', (p) => this.#onParticipantPresent(p)),
       room.on('participantLeft', (p, reason) => this.#onParticipantLeft(p, reason)),
@@ -129,6 +132,7 @@ export class Call extends Emitter {
     if (this.#opts.localStream) this.localStream = this.#opts.localStream;
     else if (this.#opts.audio || this.#opts.video) this.localStream = await this.#acquire(this.#opts.audio, this.#opts.video);
     if (this.closed) return this;
+    this.#mediaReady = true;
     if (this.localStream) {
       for (const track of this.localStream.getTracks()) {
         // Peers created by offers that arrived while the devices were starting.
@@ -138,9 +142,18 @@ export class Call extends Emitter {
         this.emit('localTrack', { track, stream: this.localStream, source: track.kind === 'audio' ? 'microphone' : 'camera' });
       }
     }
-    // The side that starts later offers; the others answer (and perfect
-    // negotiation settles it when two start at the same time).
-    for (const p of room.participants.values()) this.#ensurePeer(p.identity, p.sid, true);
+    // The side that starts later opens the connections: to an impolite peer it sends
+    // `hello` (the impolite side then offers), to a polite one it offers itself. So
+    // two calls starting at the same instant do not both offer: the first offer
+    // always comes from the impolite side. (Perfect negotiation still settles later
+    // glare; Chromium can break ICE gathering on the polite side's implicit rollback
+    // of an offer whose gathering is under way, so the first offer avoids it.)
+    const local = room.localParticipant?.identity ?? '';
+    for (const p of room.participants.values()) {
+      if (local > p.identity) this.#ensurePeer(p.identity, p.sid, true);
+      else room.signal(p.sid, { kind: SIGNAL_KIND, hello: true }).catch(() => {});
+    }
+    for (const sig of this.#early.splice(0)) this.#onSignal(sig);
     if (this.#opts.statsInterval > 0) this.#statsTimer = setInterval(() => this.refreshStats(), this.#opts.statsInterval);
     return this;
   }
@@ -367,7 +380,7 @@ export class Call extends Emitter {
       // impolite side (the polite one later, as a fallback) gathers afresh.
       clearTimeout(peer.stuckTimer);
       peer.stuckTimer = setTimeout(() => {
-        if (!peer.closed && peer.sid && pc.connectionState === 'new' && pc.signalingState === 'stable') {
+        if (!peer.closed && peer.sid && pc.connectionState === 'new' && pc.signalingState === 'stable' && peer.stuckRestarts < 3) {
           peer.stuckRestarts++;
           pc.restartIce();
         }
@@ -514,7 +527,25 @@ export class Call extends Emitter {
 
   #onSignal({ from, fromIdentity, data }) {
     if (!data || data.kind !== SIGNAL_KIND || this.closed) return;
+    if (!this.#mediaReady) {
+      this.#early.push({ from, fromIdentity, data });
+      return;
+    }
     const identity = fromIdentity;
+    if (data.hello) {
+      // A polite peer started its call: open the connection with an offer. An
+      // existing connection it never answered is our offer crossing its hello (both
+      // started at once): keep it. One it did answer is from its previous session
+      // (page reloaded): start over.
+      const old = this.peers.get(identity);
+      if (old && !old.closed && !old.heardFrom) {
+        old.sid = from;
+        return;
+      }
+      if (old) this.#closePeer(old);
+      this.#ensurePeer(identity, from, true);
+      return;
+    }
     if (data.nocall || data.bye) {
       // Handled at once, not queued: signals that follow (a fresh offer when the
       // other side starts its call) belong to a new connection.

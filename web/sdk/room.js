@@ -187,20 +187,23 @@ export class Room extends Emitter {
         this.emit('removed', msg.reason);
         this.#finish();
         return;
-      case 'signal':
-        // An offer for a call while this participant is not in one: say so, so the
-        // offerer rolls back and waits for our own offer when we start a call.
-        if (msg.data?.kind === 'tandem-rtc' && msg.data.description?.type === 'offer' && !(this._call && !this._call.closed)) {
-          this.signal(msg.from, { kind: 'tandem-rtc', nocall: true }).catch(() => {});
-          return;
-        }
-        this.emit('signal', {
+      case 'signal': {
+        const detail = {
           from: msg.from,
           fromIdentity: msg.from_identity,
           participant: this.participants.get(msg.from) || this.#byIdentity.get(msg.from_identity) || null,
           data: msg.data,
-        });
+        };
+        if (msg.data?.kind === 'tandem-rtc') {
+          // The SDK's own call signaling. An offer while this participant is not in
+          // a call: say so, so the offerer drops it and waits for our own call.
+          if (this._call && !this._call.closed) this.emit('_rtc', detail);
+          else if (msg.data.description?.type === 'offer') this.signal(msg.from, { kind: 'tandem-rtc', nocall: true }).catch(() => {});
+          return;
+        }
+        this.emit('signal', detail);
         return;
+      }
     }
   }
 
