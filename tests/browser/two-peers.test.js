@@ -33,8 +33,18 @@ test('two pages: media both ways, chat both ways, presence, screenshot', async (
   await until(() => alice.evaluate(() => window.tandemApp.room.participantByIdentity('bob')?.metadata.status === 'online'), { what: 'online presence at alice' });
 
   // Quality badge shows a direct path once stats came in.
-  await until(() => alice.evaluate(() => /direct/.test(document.querySelector('.tile[data-key="bob"] .badge')?.textContent || '')), { what: 'badge', timeout: 10000 });
+  await until(() => alice.evaluate(() => /direct · \d+ ms · \d+ kb\/s/.test(document.querySelector('.tile[data-key="bob"] .badge')?.textContent || '')), { what: 'badge', timeout: 10000 });
   await alice.screenshot({ path: `${ARTIFACTS}/room-two-participants.png` });
+
+  // Send a file from the people list; both sides show a progress bar, Bob a Save link.
+  await alice.click('.tab[data-tab="people"]');
+  const [chooser] = await Promise.all([alice.waitForEvent('filechooser'), alice.click('#people li[data-identity="bob"] .send-file')]);
+  await chooser.setFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('tandem '.repeat(150000)) });
+  await until(() => bob.evaluate(() => /sha256 verified/.test(document.querySelector('.xfer[data-direction="receive"]')?.textContent || '')), { what: 'file at bob' });
+  await until(() => alice.evaluate(() => /Delivered/.test(document.querySelector('.xfer[data-direction="send"]')?.textContent || '')), { what: 'file delivered at alice' });
+  assert.equal(await bob.locator('.xfer a[download="notes.txt"]').count(), 1);
+  await bob.screenshot({ path: `${ARTIFACTS}/room-file-received.png` });
+  await alice.click('.tab[data-tab="chat"]');
 
   // The same room at phone width.
   await alice.setViewportSize({ width: 390, height: 844 });

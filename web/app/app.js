@@ -281,6 +281,7 @@ function wireCall(call) {
     }
   });
   call.on('file', (transfer) => showTransfer(transfer));
+  call.on('mediaError', (err) => toast(`Camera or microphone unavailable: ${err.message}`));
 }
 
 function syncButtons() {
