@@ -20,12 +20,16 @@ main() {
   as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
   # ---- prerequisites -----------------------------------------------------------
-  if [ ! -x /usr/bin/chromium ]; then
-    log "installing chromium (Debian package)"
+  need_apt=()
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  command -v node >/dev/null || need_apt+=(nodejs)
+  command -v npm >/dev/null || need_apt+=(npm)
+  command -v ip >/dev/null || need_apt+=(iproute2)
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]} (Debian packages)"
     as_root env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${need_apt[@]}" >/dev/null
   fi
-  command -v node >/dev/null || { log "node is required (apt-get install nodejs npm)"; exit 1; }
   if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/ws" ]; then
     log "npm ci"
     (cd "$HERE" && timeout 300 npm ci --no-audit --no-fund --loglevel=error)
