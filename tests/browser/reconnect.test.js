@@ -41,11 +41,14 @@ test('messages sent while a client is cut off all arrive once, in order', async 
     const res = await serverApi('/api/v1/connections/disconnect', { identity: 'bob', reconnect: true });
     assert.ok(res, 'disconnect accepted');
     await until(() => bob.evaluate((n) => window.closes.length === n, round + 1), { what: 'bob cut off', timeout: 5000 });
+    // Bob types while offline: the send waits for the rejoin, then goes out.
+    const bobSend = bob.evaluate((r) => window.room.chat.send(`bob offline ${r}`).then((ack) => ack.offset), round);
     for (let i = 0; i < 15; i++) await send(`round ${round} msg ${i}`);
     const pub = await serverApi('/api/v1/publish', { channel: `room:${room}:chat`, data: { text: `server notice ${round}` } });
     sent.push([pub.offset, `server notice ${round}`]);
     assert.notEqual(await bob.evaluate(() => window.client.state), 'connected', 'the burst was sent while bob was away');
     await until(() => bob.evaluate(() => window.client.state === 'connected'), { what: 'bob back', timeout: 10000 });
+    sent.push([await bobSend, `bob offline ${round}`]);
     for (let i = 0; i < 5; i++) await send(`after round ${round} msg ${i}`);
   }
 

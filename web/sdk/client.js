@@ -40,6 +40,8 @@ export class TandemClient extends Emitter {
   #opts;
   #ws = null;
   #authed = false;
+  /** After a reconnect, until rooms are rejoined: app requests wait (internal ones go). */
+  #resuming = false;
   #nextId = 1;
   #pending = new Map(); // id → {resolve, reject, timer}
   #waiters = []; // requests made while not authenticated
@@ -155,7 +157,7 @@ export class TandemClient extends Emitter {
    * Send a request and resolve with its `result` (reject with a `TandemError`).
    * Requests made while (re)connecting wait until the session is back.
    */
-  request(type, body = {}, { timeout = this.#opts.requestTimeout } = {}) {
+  request(type, body = {}, { timeout = this.#opts.requestTimeout, internal = false } = {}) {
     return new Promise((resolve, reject) => {
       const job = { type, body, resolve, reject, timeout, timer: null };
       if (timeout > 0) {
@@ -168,7 +170,7 @@ export class TandemClient extends Emitter {
       if (this.state === 'disconnected' || this.state === 'idle') {
         clearTimeout(job.timer);
         reject(new TandemError('closed', 'client is not connected; call connect() first'));
-      } else if (this.#authed) this.#send(job);
+      } else if (this.#authed && (!this.#resuming || internal)) this.#send(job);
       else this.#waiters.push(job);
     });
   }
@@ -206,7 +208,7 @@ export class TandemClient extends Emitter {
     if (this.#subs.has(channel)) return this.#subs.get(channel);
     const sub = new Subscription(this, channel, opts, () => this.#subs.delete(channel));
     this.#subs.set(channel, sub);
-    if (this.#authed) sub._start();
+    if (this.#authed && !this.#resuming) sub._start();
     return sub;
   }
 
@@ -287,14 +289,19 @@ export class TandemClient extends Emitter {
     this.#armWatchdog();
     const reconnected = this.#everConnected;
     this.#everConnected = true;
-    // Waiting requests go out right away; rooms are rejoined before channels are
-    // resubscribed (a room channel needs its room).
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const job of waiters) this.#send(job);
+    // Rooms are rejoined first; then the app's waiting requests go out (a chat
+    // message typed while offline needs its room) and channels are resubscribed.
+    this.#resuming = reconnected;
     const rooms = [...this.#rooms.values()];
     Promise.allSettled(reconnected ? rooms.map((r) => r._rejoin()) : [])
-      .then(() => Promise.allSettled([...this.#subs.values()].map((s) => s._start())))
+      .then(() => {
+        if (!this.#authed || this.info !== info) return;
+        this.#resuming = false;
+        const waiters = this.#waiters;
+        this.#waiters = [];
+        for (const job of waiters) this.#send(job);
+        return Promise.allSettled([...this.#subs.values()].map((s) => s._start()));
+      })
       .then(() => {
         if (!this.#authed || this.info !== info) return;
         this.#setState('connected');
@@ -383,6 +390,7 @@ export class TandemClient extends Emitter {
     clearTimeout(this.#watchdog);
     const wasAuthed = this.#authed;
     this.#authed = false;
+    this.#resuming = false;
     this.#ws = null;
     for (const job of this.#pending.values()) {
       clearTimeout(job.timer);
@@ -526,7 +534,7 @@ export class Subscription extends Emitter {
     const since = this.cursor.since();
     let res;
     try {
-      res = await this.#client.request('subscribe', since ? { channel: this.channel, since } : { channel: this.channel });
+      res = await this.#client.request('subscribe', since ? { channel: this.channel, since } : { channel: this.channel }, { internal: true });
     } catch (err) {
       if (gen !== this.#gen) return;
       if (err.code === 'connection_lost' || err.code === 'timeout') return; // retried on reconnect
@@ -581,7 +589,7 @@ export class Subscription extends Emitter {
     for (let guard = 0; guard < 10000 && this.cursor.offset < until; guard++) {
       let res;
       try {
-        res = await this.#client.history(this.channel, { since: this.cursor.offset, limit: 1000 });
+        res = await this.#client.request('history', { channel: this.channel, since: this.cursor.offset, limit: 1000 }, { internal: true });
       } catch (err) {
         if (gen === this.#gen && err.code !== 'connection_lost') this.emit('error', err);
         return false;

@@ -113,9 +113,10 @@ export class Room extends Emitter {
   }
 
   async _rejoin() {
-    if (this.state === 'left') return;
+    // 'joining': the first join is still waiting to be sent; it goes out next.
+    if (this.state === 'left' || this.state === 'joining') return;
     try {
-      const res = await this.#client.request('join', this.#joinBody());
+      const res = await this.#client.request('join', this.#joinBody(), { internal: true });
       this.#applyJoin(res, true);
       this.state = 'joined';
       this.emit('reconnected');
