@@ -488,6 +488,12 @@ export class Call extends Emitter {
       try {
         peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
       } catch {}
+      const queued = peer.outbox;
+      peer.outbox = [];
+      for (const data of queued) this.#signal(peer, data);
+      // The network may have changed under us (Wi-Fi → cellular): a connection that
+      // is not up gets an ICE restart now that signaling works again.
+      if (peer.sid && ['disconnected', 'failed'].includes(peer.pc.connectionState)) peer.pc.restartIce();
     }
   }
 
@@ -516,7 +522,8 @@ export class Call extends Emitter {
 
   #signal(peer, data) {
     if (peer.closed) return;
-    if (!peer.sid) {
+    // Unknown sid (the peer is reconnecting), or we are: hold it until both are back.
+    if (!peer.sid || this.#room.state !== 'joined') {
       peer.outbox.push(data);
       return;
     }
