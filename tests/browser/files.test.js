@@ -59,12 +59,10 @@ test('a 5 MiB file arrives over a data channel with a matching SHA-256', async (
       const file = new File([makeBytes(size, 12345)], 'random.bin', { type: 'application/octet-stream' });
       const t = window.call.sendFile('bob', file);
       let progress = 0;
-      let maxBuffered = 0;
-      const dc = window.call.peers.get('bob').pc; // keep a reference; the channel is internal
       t.on('progress', () => progress++);
       const t0 = performance.now();
       const res = await t.promise;
-      return { ...res, progress, ms: performance.now() - t0, bytes: t.bytes, state: t.state, maxBuffered, dc: !!dc };
+      return { ...res, progress, ms: performance.now() - t0, bytes: t.bytes, state: t.state, peakBuffered: t.peakBuffered };
     },
     { size, fn: makeBytes.toString() },
   );
@@ -78,6 +76,8 @@ test('a 5 MiB file arrives over a data channel with a matching SHA-256', async (
   assert.equal(got.name, 'random.bin');
   assert.equal(got.from, 'alice');
   assert.ok(sent.progress > 3 && got.progress > 3, `progress events: ${sent.progress}/${got.progress}`);
+  // Backpressure: never more than the high-water mark (1 MiB) plus one chunk queued.
+  assert.ok(sent.peakBuffered > 0 && sent.peakBuffered <= 1024 * 1024 + 16 * 1024, `peak bufferedAmount ${sent.peakBuffered}`);
   console.log(`5 MiB in ${Math.round(sent.ms)} ms (${((size * 8) / sent.ms / 1000).toFixed(1)} Mb/s)`);
 
   // Cancel from the receiver's side mid-transfer reaches the sender.

@@ -46,6 +46,8 @@ export class FileTransfer extends Emitter {
   /** @type {'pending'|'active'|'done'|'cancelled'|'failed'} */
   state = 'pending';
   bytes = 0;
+  /** Outgoing: the most bytes ever queued in the channel (backpressure keeps it bounded). */
+  peakBuffered = 0;
   sha256 = null;
   /** Incoming only: the received file once done. */
   blob = null;
@@ -180,6 +182,7 @@ export class FileTransfer extends Emitter {
           if (dc.readyState !== 'open') return this.#failed('data channel closed during the transfer');
           dc.send(buf.subarray(a, b));
           queued += b - a;
+          if (dc.bufferedAmount > this.peakBuffered) this.peakBuffered = dc.bufferedAmount;
           this.bytes = Math.max(0, queued - dc.bufferedAmount);
           this.#progress();
         }

@@ -339,6 +339,8 @@ export declare class FileTransfer extends Emitter<{
   readonly peer: Peer;
   state: 'pending' | 'active' | 'done' | 'cancelled' | 'failed';
   bytes: number;
+  /** Outgoing: the most bytes ever queued in the channel (bounded by backpressure). */
+  peakBuffered: number;
   readonly fraction: number;
   /** Hex SHA-256 of the whole file, once known. */
   sha256: string | null;
