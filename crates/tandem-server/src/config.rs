@@ -20,6 +20,8 @@ pub struct Config {
     pub keys: BTreeMap<String, String>,
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
+    /// The built-in STUN/TURN server (see docs/turn.md).
+    pub turn: tandem_turn::TurnConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +290,11 @@ impl Config {
                 )));
             }
         }
+        if self.turn.enabled {
+            self.turn
+                .validate()
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
         for origin in &self.server.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError(format!(
@@ -419,5 +426,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("address"), "{e}");
+        let e = Config::load(
+            &Overrides::default(),
+            env(&[("TANDEM_TURN__ENABLED", "true")]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("turn:"), "{e}");
+    }
+
+    #[test]
+    fn turn_section_from_env() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("TANDEM_TURN__ENABLED", "true"),
+                ("TANDEM_TURN__SECRET", "turn-secret"),
+                ("TANDEM_TURN__PUBLIC_IP", "203.0.113.5"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.turn.enabled);
+        assert_eq!(c.turn.secret.as_deref(), Some("turn-secret"));
+        assert_eq!(c.turn.udp_bind.unwrap().port(), 3478);
     }
 }

@@ -199,11 +199,57 @@ async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("tandem: dev mode. API key: {key}  API secret: {secret}");
         eprintln!("tandem: demo app at http://{local}/  (tokens from /dev/token)");
     }
-    let state = ServerState::new(config, None).context("cannot open the history store")?;
+    let (turn, ice_servers) = start_turn(&config).await?;
+    let state = ServerState::new(config, ice_servers).context("cannot open the history store")?;
     tracing::info!(%local, "listening");
     println!("tandem listening on {local}");
     gateway::serve(Arc::clone(&state), listener, shutdown_signal()).await?;
+    if let Some(turn) = turn {
+        turn.shutdown();
+    }
     Ok(())
+}
+
+/// Starts the built-in STUN/TURN server when `[turn] enabled`, and returns what the
+/// connect reply uses to hand each client fresh credentials for it.
+async fn start_turn(
+    config: &Config,
+) -> Result<(
+    Option<tandem_turn::TurnHandle>,
+    Option<tandem_server::state::IceServerProvider>,
+)> {
+    if !config.turn.enabled {
+        return Ok((None, None));
+    }
+    let handle = tandem_turn::TurnServer::start(config.turn.clone())
+        .await
+        .context("cannot start the STUN/TURN server")?;
+    // URLs carry the ports actually bound (a configured port 0 means "any").
+    let mut advertised = config.turn.clone();
+    advertised.udp_bind = handle.udp_addr();
+    advertised.tcp_bind = handle.tcp_addr();
+    advertised.tls_bind = handle.tls_addr();
+    println!(
+        "tandem TURN on udp {} tcp {} tls {}",
+        show(handle.udp_addr()),
+        show(handle.tcp_addr()),
+        show(handle.tls_addr())
+    );
+    let provider: tandem_server::state::IceServerProvider = Arc::new(move |identity: &str| {
+        tandem_turn::ice_servers(&advertised, identity, std::time::SystemTime::now())
+            .into_iter()
+            .map(|e| tandem_protocol::IceServer {
+                urls: e.urls,
+                username: e.username,
+                credential: e.credential,
+            })
+            .collect()
+    });
+    Ok((Some(handle), Some(provider)))
+}
+
+fn show(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
 }
 
 async fn shutdown_signal() {

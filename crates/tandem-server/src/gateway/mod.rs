@@ -50,6 +50,7 @@ async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
 async fn metrics() -> Response {
     let mut out = String::with_capacity(4096);
     METRICS.render(&mut out);
+    tandem_turn::render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
