@@ -22,6 +22,9 @@ pub struct Config {
     pub history: HistoryConfig,
     /// The built-in STUN/TURN server (see docs/turn.md).
     pub turn: tandem_turn::TurnConfig,
+    /// TURN was switched on by dev mode rather than by the operator.
+    #[serde(skip)]
+    pub turn_auto: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,12 +205,40 @@ impl Config {
                 .ok_or_else(|| ConfigError(format!("--keys expects key:secret, got '{pair}'")))?;
             section(&mut table, "keys").insert(key.into(), toml::Value::String(secret.into()));
         }
+        let turn_configured = table
+            .get("turn")
+            .and_then(|t| t.as_table())
+            .is_some_and(|t| t.contains_key("enabled"));
         let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.message().to_string()))?;
         config.apply_dev_defaults();
+        if config.server.dev && !turn_configured {
+            config.apply_dev_turn();
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Dev mode without an explicit `turn.enabled`: run STUN/TURN on the server's own
+    /// address, port 3478, with a secret made up for this process, as a best effort
+    /// (`turn_auto`: a busy port is a warning, not a failure).
+    fn apply_dev_turn(&mut self) {
+        let ip = self.server.bind.ip();
+        let turn = &mut self.turn;
+        turn.enabled = true;
+        self.turn_auto = true;
+        let port = |bind: Option<SocketAddr>| bind.map(|b| SocketAddr::new(ip, b.port()));
+        turn.udp_bind = port(turn.udp_bind);
+        turn.tcp_bind = port(turn.tcp_bind);
+        turn.relay_bind_ip.get_or_insert(ip);
+        if turn.secret.is_none() && turn.static_users.is_empty() {
+            turn.secret = Some(
+                std::iter::repeat_with(fastrand::alphanumeric)
+                    .take(32)
+                    .collect(),
+            );
+        }
     }
 
     /// No keys configured means dev mode with the well-known dev credentials.

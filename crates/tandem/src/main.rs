@@ -221,9 +221,14 @@ async fn start_turn(
     if !config.turn.enabled {
         return Ok((None, None));
     }
-    let handle = tandem_turn::TurnServer::start(config.turn.clone())
-        .await
-        .context("cannot start the STUN/TURN server")?;
+    let handle = match tandem_turn::TurnServer::start(config.turn.clone()).await {
+        Ok(handle) => handle,
+        Err(e) if config.turn_auto => {
+            eprintln!("tandem: dev-mode STUN/TURN not started ({e}); set [turn] to configure it");
+            return Ok((None, None));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot start the STUN/TURN server")),
+    };
     // URLs carry the ports actually bound (a configured port 0 means "any").
     let mut advertised = config.turn.clone();
     advertised.udp_bind = handle.udp_addr();

@@ -122,8 +122,14 @@ impl Server {
 }
 
 fn spawn(dir: &std::path::Path, extra: &str) -> (Child, SocketAddr) {
+    // `#dev` in the extra config: no API keys, so the server runs in dev mode.
+    let keys = if extra.contains("#dev") {
+        String::new()
+    } else {
+        format!("[keys]\n{KEY} = \"{SECRET}\"\n")
+    };
     let config = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace_ms = 3000\n[keys]\n{KEY} = \"{SECRET}\"\n{extra}\n",
+        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace_ms = 3000\n{keys}{extra}\n",
         dir.join("data").display()
     );
     let path = dir.join("tandem.toml");

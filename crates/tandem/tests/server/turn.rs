@@ -101,3 +101,41 @@ async fn without_turn_the_welcome_has_no_ice_servers() {
         .unwrap();
     assert!(welcome.ice_servers.is_empty());
 }
+
+/// Dev mode starts STUN/TURN on the server's own address, port 3478, and the welcome
+/// carries working REST credentials for it.
+#[tokio::test]
+async fn dev_mode_starts_turn_and_hands_out_credentials() {
+    let server = Server::start("#dev");
+    let (_, body) = server.http("GET", "/dev/token?identity=dev-user&room=demo", None, None);
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_c, _e, welcome) =
+        tandem_client::Client::connect(&server.url(), token["token"].as_str().unwrap())
+            .await
+            .unwrap();
+    let urls: Vec<&str> = welcome
+        .ice_servers
+        .iter()
+        .flat_map(|s| s.urls.iter().map(String::as_str))
+        .collect();
+    assert!(urls.contains(&"stun:127.0.0.1:3478"), "{urls:?}");
+    assert!(
+        urls.iter().any(|u| u.starts_with("turn:127.0.0.1:3478")),
+        "{urls:?}"
+    );
+    let turn = welcome
+        .ice_servers
+        .iter()
+        .find(|s| s.username.is_some())
+        .expect("TURN credentials");
+    assert!(
+        turn.username.as_deref().unwrap().ends_with(":dev-user"),
+        "REST username is expiry:identity"
+    );
+    // coturn's own client gets its reflexive address from it.
+    let out = std::process::Command::new("turnutils_stunclient")
+        .args(["-p", "3478", "127.0.0.1"])
+        .output()
+        .expect("turnutils_stunclient (apt-get install coturn)");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reflexive addr: 127.0.0.1"));
+}
