@@ -1,0 +1,482 @@
+//! The SFU's state machine: participants, the router between them, and what happens
+//! on each signaling command, datagram, timeout and str0m event. Driven by `udp`;
+//! everything here is synchronous.
+
+use crate::config::SfuConfig;
+use crate::metrics::SfuMetrics;
+use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
+use crate::router::{Pid, RouteError, Router, TrackMeta};
+use crate::sdp::{parse_answer, parse_offer};
+use crate::{Command, SfuError, Signal, Sink, TrackView};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input};
+use tokio::net::UdpSocket;
+
+struct Entry {
+    participant: Participant,
+    sink: Sink,
+}
+
+pub struct Engine {
+    config: SfuConfig,
+    params: RtcParams,
+    router: Router,
+    entries: HashMap<Pid, Entry>,
+    by_key: HashMap<(Arc<str>, Arc<str>), Pid>,
+    /// Last participant that accepted traffic from a remote address (demux fast path).
+    by_addr: HashMap<SocketAddr, Pid>,
+    next_pid: Pid,
+    metrics: Arc<SfuMetrics>,
+    /// Participants whose `Rtc` has output to poll.
+    dirty: BTreeSet<Pid>,
+    /// Participants that may need a new server offer.
+    renegotiate: BTreeSet<Pid>,
+}
+
+impl Engine {
+    pub fn new(config: SfuConfig, params: RtcParams, metrics: Arc<SfuMetrics>) -> Self {
+        Engine {
+            router: Router::new(
+                config.max_participants_per_room,
+                config.max_tracks_per_participant,
+            ),
+            config,
+            params,
+            entries: HashMap::new(),
+            by_key: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_pid: 1,
+            metrics,
+            dirty: BTreeSet::new(),
+            renegotiate: BTreeSet::new(),
+        }
+    }
+
+    /// The local address str0m is told a datagram arrived on: the first candidate of
+    /// the sender's address family.
+    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
+        let c = &self.params.candidates;
+        c.iter()
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .or(c.first())
+            .copied()
+            .unwrap_or(source)
+    }
+
+    pub fn command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Offer {
+                room,
+                sid,
+                sdp,
+                meta,
+                sink,
+                reply,
+            } => {
+                let result = self.offer(room, sid, &sdp, meta, sink, now);
+                let _ = reply.send(result);
+            }
+            Command::Answer {
+                room,
+                sid,
+                revision,
+                sdp,
+                reply,
+            } => {
+                let result = self.answer(room, sid, revision, &sdp);
+                let _ = reply.send(result);
+            }
+            Command::Leave { room, sid } => {
+                if let Some(pid) = self.by_key.get(&(room, sid)).copied() {
+                    self.remove(pid, None);
+                }
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        room: Arc<str>,
+        sid: Arc<str>,
+        sdp: &str,
+        meta: HashMap<String, TrackMeta>,
+        sink: Sink,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let offer = parse_offer(sdp, self.config.max_sdp_bytes)?;
+        let key = (room.clone(), sid.clone());
+        let (pid, created) = match self.by_key.get(&key) {
+            Some(pid) => (*pid, false),
+            None => {
+                let pid = self.next_pid;
+                let existing = self.router.join(pid, &room, &sid).map_err(|e| match e {
+                    RouteError::RoomFull { max } => SfuError::RoomFull(max),
+                    other => SfuError::BadSdp(format!("{other:?}")),
+                })?;
+                self.next_pid += 1;
+                let participant = match Participant::new(
+                    pid,
+                    room.clone(),
+                    sid.clone(),
+                    &self.params,
+                    self.metrics.clone(),
+                    now,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.router.leave(pid);
+                        return Err(e);
+                    }
+                };
+                let mut entry = Entry {
+                    participant,
+                    sink: sink.clone(),
+                };
+                for t in existing {
+                    if let Some(track) = self.router.track(t) {
+                        entry.participant.outs.push(out_for(&self.router, track.id));
+                    }
+                }
+                self.entries.insert(pid, entry);
+                self.by_key.insert(key, pid);
+                (pid, true)
+            }
+        };
+        let entry = self.entries.get_mut(&pid).expect("entry exists");
+        entry.sink = sink;
+        entry.participant.meta.extend(meta);
+        match entry.participant.accept_offer(offer) {
+            Ok(answer) => {
+                self.dirty.insert(pid);
+                self.renegotiate.insert(pid);
+                Ok(answer.to_sdp_string())
+            }
+            Err(e) => {
+                if created {
+                    self.remove(pid, None);
+                } else {
+                    self.dirty.insert(pid);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn answer(
+        &mut self,
+        room: Arc<str>,
+        sid: Arc<str>,
+        revision: u64,
+        sdp: &str,
+    ) -> Result<(), SfuError> {
+        let answer = parse_answer(sdp, self.config.max_sdp_bytes)?;
+        let pid = *self.by_key.get(&(room, sid)).ok_or_else(|| {
+            SfuError::NoPendingOffer("no media session in this room; send sfu_offer first".into())
+        })?;
+        let entry = self.entries.get_mut(&pid).expect("keyed entry exists");
+        let result = entry.participant.accept_answer(revision, answer);
+        if result.is_ok() {
+            for out in &entry.participant.outs {
+                if let OutState::Open(mid) = out.state {
+                    self.router.bind(pid, out.track, mid);
+                }
+            }
+        }
+        self.dirty.insert(pid);
+        self.renegotiate.insert(pid);
+        result
+    }
+
+    /// Drops a participant: its `Rtc`, its tracks for everyone, its subscriptions.
+    fn remove(&mut self, pid: Pid, why: Option<Ended>) {
+        let Some(mut entry) = self.entries.remove(&pid) else {
+            return;
+        };
+        let p = &mut entry.participant;
+        self.by_key.remove(&(p.room.clone(), p.sid.clone()));
+        self.by_addr.retain(|_, v| *v != pid);
+        self.dirty.remove(&pid);
+        self.renegotiate.remove(&pid);
+        self.router.leave(pid);
+        for peer in self.router_peers_of_room(&p.room) {
+            // Unopened subscriptions to the removed tracks are dropped in negotiate.
+            self.renegotiate.insert(peer);
+        }
+        if let Some(why) = why {
+            tracing::info!(pid, room = %p.room, sid = %p.sid, reason = why.reason(), "media session ended");
+            (entry.sink)(Signal::Closed {
+                room: p.room.clone(),
+                reason: why.reason(),
+            });
+            p.end(why);
+        } else {
+            p.end(Ended::Disconnected("left".into()));
+        }
+    }
+
+    fn router_peers_of_room(&self, room: &str) -> Vec<Pid> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| &*e.participant.room == room)
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// A datagram arrived on the SFU socket.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.metrics.packets_in.fetch_add(1, Relaxed);
+        self.metrics.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        let Ok(contents) = data.try_into() else {
+            self.metrics.unmatched_datagrams.fetch_add(1, Relaxed);
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.destination_for(source),
+                contents,
+            },
+        );
+        let cached = self
+            .by_addr
+            .get(&source)
+            .copied()
+            .filter(|pid| self.entries[pid].participant.accepts(&input));
+        let pid = cached.or_else(|| {
+            self.entries
+                .iter()
+                .find(|(_, e)| e.participant.accepts(&input))
+                .map(|(pid, _)| *pid)
+        });
+        let Some(pid) = pid else {
+            self.metrics.unmatched_datagrams.fetch_add(1, Relaxed);
+            return;
+        };
+        self.by_addr.insert(source, pid);
+        let entry = self.entries.get_mut(&pid).expect("found above");
+        entry.participant.handle_input(input);
+        self.dirty.insert(pid);
+    }
+
+    /// Feeds due timeouts and ends sessions that never connected; returns when to
+    /// come back.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let mut next = now + Duration::from_millis(500);
+        for (pid, e) in self.entries.iter_mut() {
+            let p = &mut e.participant;
+            if !p.connected && now.saturating_duration_since(p.created) >= connect_timeout {
+                self.metrics.connect_timeouts.fetch_add(1, Relaxed);
+                p.end(Ended::ConnectTimeout);
+            }
+            if p.next_timeout <= now {
+                p.handle_input(Input::Timeout(now));
+                self.dirty.insert(*pid);
+            } else {
+                next = next.min(p.next_timeout);
+            }
+            if !p.connected {
+                next = next.min(p.created + connect_timeout);
+            }
+        }
+        next
+    }
+
+    /// Polls every participant with pending output, forwards media, sends new offers,
+    /// and drops ended participants, until nothing is left to do.
+    pub fn settle(&mut self, socket: &UdpSocket, now: Instant) {
+        for _ in 0..64 {
+            while let Some(pid) = self.dirty.pop_first() {
+                let Some(entry) = self.entries.get_mut(&pid) else {
+                    continue;
+                };
+                let events = entry.participant.poll(socket);
+                for event in events {
+                    self.on_event(pid, event, now);
+                }
+            }
+            let pids: Vec<Pid> = std::mem::take(&mut self.renegotiate).into_iter().collect();
+            for pid in pids {
+                self.negotiate(pid);
+            }
+            let ended: Vec<(Pid, Ended)> = self
+                .entries
+                .iter()
+                .filter_map(|(pid, e)| e.participant.ended.clone().map(|w| (*pid, w)))
+                .collect();
+            for (pid, why) in ended {
+                self.remove(pid, Some(why));
+            }
+            if self.dirty.is_empty() && self.renegotiate.is_empty() {
+                break;
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.participants.store(self.entries.len() as u64, Relaxed);
+        m.tracks.store(self.router.track_count() as u64, Relaxed);
+        m.subscriptions
+            .store(self.router.bound_count() as u64, Relaxed);
+    }
+
+    fn negotiate(&mut self, pid: Pid) {
+        let router = &self.router;
+        let Some(entry) = self.entries.get_mut(&pid) else {
+            return;
+        };
+        let p = &mut entry.participant;
+        // Tracks that are gone were already unbound by `Router::leave`.
+        let Some((revision, sdp)) = p.negotiate(|t| router.track(t).is_none()) else {
+            return;
+        };
+        let entry = self.entries.get(&pid).expect("still there");
+        let p = &entry.participant;
+        let tracks = self.track_views(p);
+        (entry.sink)(Signal::Tracks {
+            room: p.room.clone(),
+            tracks,
+        });
+        (entry.sink)(Signal::Offer {
+            room: p.room.clone(),
+            revision,
+            sdp,
+        });
+        self.dirty.insert(pid);
+    }
+
+    /// The tracks `p` receives, with the mid of the m-line that carries each.
+    fn track_views(&self, p: &Participant) -> Vec<TrackView> {
+        p.outs
+            .iter()
+            .filter_map(|o| {
+                let mid = match o.state {
+                    OutState::Negotiating(m) | OutState::Open(m) => m,
+                    _ => return None,
+                };
+                let track = self.router.track(o.track)?;
+                Some(TrackView {
+                    id: track.id.to_string(),
+                    participant: self.router.sid(track.owner)?.to_string(),
+                    kind: kind_name(track.kind),
+                    mid: mid.to_string(),
+                    source: track.meta.source.clone(),
+                    name: track.meta.name.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn on_event(&mut self, pid: Pid, event: Event, now: Instant) {
+        match event {
+            Event::Connected => {
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.participant.connected = true;
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.participant
+                        .end(Ended::Disconnected("ICE disconnected".into()));
+                }
+            }
+            Event::MediaAdded(added) if added.direction.is_receiving() => {
+                let Some(entry) = self.entries.get(&pid) else {
+                    return;
+                };
+                let meta = entry
+                    .participant
+                    .meta
+                    .get(&added.mid.to_string())
+                    .cloned()
+                    .unwrap_or_default();
+                match self.router.publish(pid, added.mid, added.kind, meta) {
+                    Ok((track, subscribers)) => {
+                        for sub in subscribers {
+                            if let Some(e) = self.entries.get_mut(&sub) {
+                                e.participant.outs.push(out_for(&self.router, track));
+                                self.renegotiate.insert(sub);
+                            }
+                        }
+                    }
+                    Err(RouteError::AlreadyPublished) => {}
+                    Err(e) => {
+                        tracing::info!(pid, mid = %added.mid, error = ?e, "track not forwarded");
+                    }
+                }
+            }
+            Event::MediaData(data) => {
+                let routes = self.router.route(pid, data.mid);
+                for (sub, mid) in routes {
+                    if let Some(e) = self.entries.get_mut(&sub) {
+                        if e.participant.write(mid, &data) {
+                            self.metrics.frames_forwarded.fetch_add(1, Relaxed);
+                            self.metrics
+                                .frame_bytes_forwarded
+                                .fetch_add(data.data.len() as u64, Relaxed);
+                            self.dirty.insert(sub);
+                        }
+                    }
+                }
+                if !data.contiguous {
+                    let interval = Duration::from_millis(self.config.keyframe_request_interval_ms);
+                    if let Some(e) = self.entries.get_mut(&pid) {
+                        if e.participant.request_keyframe(
+                            data.mid,
+                            data.rid,
+                            KeyframeRequestKind::Pli,
+                            interval,
+                            now,
+                        ) {
+                            self.dirty.insert(pid);
+                        }
+                    }
+                }
+            }
+            Event::KeyframeRequest(req) => {
+                let Some((owner, mid)) = self.router.source(pid, req.mid) else {
+                    return;
+                };
+                let interval = Duration::from_millis(self.config.keyframe_request_interval_ms);
+                if let Some(e) = self.entries.get_mut(&owner) {
+                    if e.participant
+                        .request_keyframe(mid, None, req.kind, interval, now)
+                    {
+                        self.dirty.insert(owner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn out_for(router: &Router, track: crate::router::TrackId) -> Out {
+    let t = router.track(track).expect("track exists");
+    Out {
+        track,
+        kind: t.kind,
+        stream_id: router
+            .sid(t.owner)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        state: OutState::ToOpen,
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}

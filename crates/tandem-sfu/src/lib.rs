@@ -1,0 +1,215 @@
+//! Tandem's SFU (selective forwarding unit), built on str0m.
+//!
+//! Each participant that sends `sfu_offer` gets one str0m `Rtc` in ICE-lite mode. All
+//! of them share one UDP socket (`udp`); incoming datagrams are demultiplexed with
+//! `Rtc::accepts`. The [`router`] decides which participant's tracks go to which
+//! subscribers (today: everyone in the room receives everyone else's tracks), and the
+//! `engine` forwards media frames and keyframe requests between the `Rtc`s and runs
+//! renegotiation when tracks come and go.
+//!
+//! The server talks to the SFU through [`Sfu`], a cheap cloneable handle: it sends
+//! signaling commands and receives pushes ([`Signal`]) through a per-participant
+//! callback ([`Sink`]). This crate knows nothing about WebSockets or the wire format.
+
+pub mod config;
+mod engine;
+mod error;
+pub mod metrics;
+mod participant;
+pub mod router;
+pub mod sdp;
+mod udp;
+
+pub use config::SfuConfig;
+pub use error::SfuError;
+pub use metrics::SfuMetrics;
+pub use router::TrackMeta;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// A track as a subscriber sees it (the `tracks` push).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackView {
+    pub id: String,
+    /// The publishing participant's sid.
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// The mid of the subscriber's m-line that carries it.
+    pub mid: String,
+    pub source: Option<String>,
+    pub name: Option<String>,
+}
+
+/// What the SFU pushes to one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The server needs renegotiation; answer with `Sfu::answer(…, revision, …)`.
+    Offer {
+        room: Arc<str>,
+        revision: u64,
+        sdp: String,
+    },
+    /// The full list of tracks this participant receives (sent before each offer).
+    Tracks {
+        room: Arc<str>,
+        tracks: Vec<TrackView>,
+    },
+    /// The media session ended without the client asking (ICE never connected, the
+    /// peer vanished, internal error). A new `sfu_offer` starts a new one.
+    Closed { room: Arc<str>, reason: &'static str },
+}
+
+/// Where the SFU delivers a participant's [`Signal`]s. Must not block.
+pub type Sink = Arc<dyn Fn(Signal) + Send + Sync>;
+
+pub(crate) enum Command {
+    Offer {
+        room: Arc<str>,
+        sid: Arc<str>,
+        sdp: String,
+        meta: HashMap<String, TrackMeta>,
+        sink: Sink,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        room: Arc<str>,
+        sid: Arc<str>,
+        revision: u64,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Leave {
+        room: Arc<str>,
+        sid: Arc<str>,
+    },
+}
+
+/// Handle to a running SFU. The SFU stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    local_addr: SocketAddr,
+    candidates: Arc<[SocketAddr]>,
+    metrics: Arc<SfuMetrics>,
+}
+
+/// Signaling commands waiting for the SFU loop.
+const COMMAND_QUEUE: usize = 1024;
+
+impl Sfu {
+    /// Binds the UDP socket and starts the SFU loop on the current tokio runtime.
+    pub async fn start(config: SfuConfig) -> std::io::Result<Sfu> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let socket = tokio::net::UdpSocket::bind(config.udp_bind).await?;
+        let local_addr = socket.local_addr()?;
+        let candidates: Vec<SocketAddr> = config
+            .candidate_ips(local_addr)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .collect();
+        if config.advertise_ips.is_empty() && local_addr.ip().is_unspecified() {
+            tracing::warn!(
+                "sfu.udp_bind is {local_addr} and sfu.advertise_ips is empty: advertising \
+                 127.0.0.1 only, so only clients on this machine can connect"
+            );
+        }
+        let metrics = Arc::new(SfuMetrics::default());
+        let params = participant::RtcParams {
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            candidates: candidates.clone(),
+        };
+        let engine = engine::Engine::new(config, params, metrics.clone());
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        tokio::spawn(udp::run(socket, engine, rx));
+        Ok(Sfu {
+            commands: tx,
+            local_addr,
+            candidates: candidates.into(),
+            metrics,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The host candidates put in answers and offers.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    pub fn metrics(&self) -> &SfuMetrics {
+        &self.metrics
+    }
+
+    /// Applies a client offer for participant `sid` in `room` (creating its media
+    /// session on first use) and returns the SDP answer. Later pushes go to `sink`.
+    pub async fn offer(
+        &self,
+        room: &str,
+        sid: &str,
+        sdp: String,
+        meta: HashMap<String, TrackMeta>,
+        sink: Sink,
+    ) -> Result<String, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command::Offer {
+            room: room.into(),
+            sid: sid.into(),
+            sdp,
+            meta,
+            sink,
+            reply,
+        };
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        answer.await.map_err(|_| SfuError::Unavailable)?
+    }
+
+    /// Applies the client's answer to the server offer `revision`.
+    pub async fn answer(
+        &self,
+        room: &str,
+        sid: &str,
+        revision: u64,
+        sdp: String,
+    ) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        let cmd = Command::Answer {
+            room: room.into(),
+            sid: sid.into(),
+            revision,
+            sdp,
+            reply,
+        };
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        done.await.map_err(|_| SfuError::Unavailable)?
+    }
+
+    /// Ends `sid`'s media session in `room` (no-op without one); its tracks are
+    /// removed for everyone. Never blocks.
+    pub fn leave(&self, room: &str, sid: &str) {
+        let cmd = Command::Leave {
+            room: room.into(),
+            sid: sid.into(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.commands.try_send(cmd) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(cmd).await;
+            });
+        }
+    }
+}
