@@ -87,9 +87,15 @@ mod tests {
         assert!(c.validate().is_ok());
         assert_eq!(c.udp_bind.port(), 7882);
         let any: SocketAddr = "0.0.0.0:7882".parse().unwrap();
-        assert_eq!(c.candidate_ips(any), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.candidate_ips(any),
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
         let one: SocketAddr = "10.1.2.3:7882".parse().unwrap();
-        assert_eq!(c.candidate_ips(one), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.candidate_ips(one),
+            vec!["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
         let public = SfuConfig {
             advertise_ips: vec!["203.0.113.7".parse().unwrap()],
             ..SfuConfig::default()

@@ -60,7 +60,10 @@ pub enum Signal {
     },
     /// The media session ended without the client asking (ICE never connected, the
     /// peer vanished, internal error). A new `sfu_offer` starts a new one.
-    Closed { room: Arc<str>, reason: &'static str },
+    Closed {
+        room: Arc<str>,
+        reason: &'static str,
+    },
 }
 
 /// Where the SFU delivers a participant's [`Signal`]s. Must not block.

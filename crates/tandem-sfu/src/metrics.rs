@@ -49,7 +49,10 @@ impl SfuMetrics {
                 "tandem_sfu_frame_bytes_forwarded_total",
                 &self.frame_bytes_forwarded,
             ),
-            ("tandem_sfu_keyframe_requests_total", &self.keyframe_requests),
+            (
+                "tandem_sfu_keyframe_requests_total",
+                &self.keyframe_requests,
+            ),
             (
                 "tandem_sfu_unmatched_datagrams_total",
                 &self.unmatched_datagrams,
@@ -74,7 +77,10 @@ mod tests {
         m.frames_forwarded.fetch_add(3, Relaxed);
         let mut out = String::new();
         m.render(&mut out);
-        assert!(out.contains("\ntandem_sfu_frames_forwarded_total 3\n"), "{out}");
+        assert!(
+            out.contains("\ntandem_sfu_frames_forwarded_total 3\n"),
+            "{out}"
+        );
         assert!(out.contains("# TYPE tandem_sfu_participants gauge\ntandem_sfu_participants 0\n"));
     }
 }

@@ -243,7 +243,11 @@ impl Router {
         self.rooms[room]
             .iter()
             .filter_map(|p| {
-                let out = self.members[p].subscribed.get(&track.id).copied().flatten()?;
+                let out = self.members[p]
+                    .subscribed
+                    .get(&track.id)
+                    .copied()
+                    .flatten()?;
                 Some((*p, out))
             })
             .collect()
@@ -346,7 +350,9 @@ mod tests {
     fn late_joiner_gets_existing_tracks() {
         let mut r = Router::new(10, 4);
         r.join(1, "a", "C1").unwrap();
-        let (t1, _) = r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default()).unwrap();
+        let (t1, _) = r
+            .publish(1, mid("0"), MediaKind::Audio, TrackMeta::default())
+            .unwrap();
         let (t2, _) = r.publish(1, mid("1"), MediaKind::Video, cam()).unwrap();
         assert_eq!(r.join(2, "a", "C2").unwrap(), vec![t1, t2]);
         let subs = r.subscriptions(2);
@@ -386,7 +392,8 @@ mod tests {
         r.join(2, "a", "C2").unwrap();
         assert_eq!(r.join(3, "a", "C3"), Err(RouteError::RoomFull { max: 2 }));
         r.join(3, "b", "C3").unwrap();
-        r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default()).unwrap();
+        r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default())
+            .unwrap();
         assert_eq!(
             r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default()),
             Err(RouteError::AlreadyPublished)

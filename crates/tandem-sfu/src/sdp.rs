@@ -123,17 +123,27 @@ mod tests {
 
     #[test]
     fn garbage_is_bad_sdp() {
-        assert!(matches!(parse_offer("hello", 1000), Err(SfuError::BadSdp(_))));
+        assert!(matches!(
+            parse_offer("hello", 1000),
+            Err(SfuError::BadSdp(_))
+        ));
         assert!(matches!(parse_offer("", 1000), Err(SfuError::BadSdp(_))));
         let big = "v=0\r\n".repeat(1000);
         assert!(matches!(parse_offer(&big, 100), Err(SfuError::BadSdp(m)) if m.contains("limit")));
-        assert!(matches!(parse_answer("x=1", 1000), Err(SfuError::BadSdp(_))));
+        assert!(matches!(
+            parse_answer("x=1", 1000),
+            Err(SfuError::BadSdp(_))
+        ));
     }
 
     #[test]
     fn codecs_decide() {
         let ok = offer(&section("video", 96, "VP8/90000"));
-        assert!(parse_offer(&ok, 10_000).is_ok(), "{:?}", parse_offer(&ok, 10_000));
+        assert!(
+            parse_offer(&ok, 10_000).is_ok(),
+            "{:?}",
+            parse_offer(&ok, 10_000)
+        );
         let ok = offer(&section("audio", 111, "OPUS/48000/2"));
         assert!(parse_offer(&ok, 10_000).is_ok());
         let bad = offer(&section("video", 98, "AV1X/90000"));

@@ -1,0 +1,312 @@
+//! The SFU through real UDP sockets on 127.0.0.1, driven through its `Sfu` handle:
+//! str0m peers acting like browsers (full ICE, DTLS, SRTP) publish synthetic Opus
+//! and VP8 and must receive each other's frames; participants that leave or never
+//! connect have their tracks removed for the others.
+
+mod peer;
+
+use peer::Peer;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::media::MediaKind;
+use tandem_sfu::{Sfu, SfuConfig, SfuError, Signal, Sink, TrackMeta};
+
+fn config() -> SfuConfig {
+    SfuConfig {
+        enabled: true,
+        udp_bind: "127.0.0.1:0".parse().unwrap(),
+        connect_timeout_ms: 2000,
+        ..SfuConfig::default()
+    }
+}
+
+fn sink() -> (Sink, mpsc::Receiver<Signal>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    (
+        Arc::new(move |s| {
+            let _ = tx.lock().unwrap().send(s);
+        }),
+        rx,
+    )
+}
+
+struct Member {
+    sid: &'static str,
+    peer: Peer,
+    signals: mpsc::Receiver<Signal>,
+    tracks: Vec<tandem_sfu::TrackView>,
+    closed: Option<&'static str>,
+}
+
+impl Member {
+    async fn join(sfu: &Sfu, sid: &'static str, tag: u8, publish: bool) -> Member {
+        let mut peer = Peer::new(tag);
+        let offer = if publish {
+            peer.offer_publish()
+        } else {
+            peer.offer_receive_only()
+        };
+        let mut meta = HashMap::new();
+        if let Some(v) = peer.video {
+            meta.insert(
+                v.to_string(),
+                TrackMeta {
+                    source: Some("camera".into()),
+                    name: Some(format!("{sid} cam")),
+                },
+            );
+        }
+        let (sink, signals) = sink();
+        let answer = sfu.offer("room", sid, offer, meta, sink).await.unwrap();
+        peer.accept_answer(&answer);
+        Member {
+            sid,
+            peer,
+            signals,
+            tracks: Vec::new(),
+            closed: None,
+        }
+    }
+
+    /// Drives the peer a little and answers server offers.
+    async fn step(&mut self, sfu: &Sfu, send: bool) {
+        self.peer.drive(Duration::from_millis(5));
+        while let Ok(signal) = self.signals.try_recv() {
+            match signal {
+                Signal::Offer { revision, sdp, .. } => {
+                    let answer = self.peer.accept_offer(&sdp);
+                    sfu.answer("room", self.sid, revision, answer)
+                        .await
+                        .unwrap();
+                }
+                Signal::Tracks { tracks, .. } => self.tracks = tracks,
+                Signal::Closed { reason, .. } => self.closed = Some(reason),
+            }
+        }
+        if send && self.peer.connected {
+            self.peer.send_frames();
+        }
+    }
+}
+
+async fn run_until(
+    sfu: &Sfu,
+    members: &mut [&mut Member],
+    limit: Duration,
+    send: bool,
+    done: impl Fn(&[&mut Member]) -> bool,
+) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        for m in members.iter_mut() {
+            m.step(sfu, send).await;
+        }
+        if done(members) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_receive_each_others_audio_and_video() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, true).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| {
+            m[0].peer.got_from(MediaKind::Video, 0xB2) >= 5
+                && m[0].peer.got_from(MediaKind::Audio, 0xB2) >= 5
+                && m[1].peer.got_from(MediaKind::Video, 0xA1) >= 5
+                && m[1].peer.got_from(MediaKind::Audio, 0xA1) >= 5
+        },
+    )
+    .await;
+    assert!(
+        ok,
+        "a got video {} audio {}, b got video {} audio {}; connected {} {}",
+        a.peer.got_from(MediaKind::Video, 0xB2),
+        a.peer.got_from(MediaKind::Audio, 0xB2),
+        b.peer.got_from(MediaKind::Video, 0xA1),
+        b.peer.got_from(MediaKind::Audio, 0xA1),
+        a.peer.connected,
+        b.peer.connected,
+    );
+    // Nobody receives its own media back.
+    assert_eq!(a.peer.got_from(MediaKind::Video, 0xA1), 0);
+    assert_eq!(b.peer.got_from(MediaKind::Audio, 0xB2), 0);
+    // The tracks push maps the mids to the publisher, with its metadata.
+    assert_eq!(a.tracks.len(), 2, "{:?}", a.tracks);
+    assert!(a.tracks.iter().all(|t| t.participant == "CB"));
+    let video = a.tracks.iter().find(|t| t.kind == "video").unwrap();
+    assert_eq!(video.source.as_deref(), Some("camera"));
+    assert_eq!(video.name.as_deref(), Some("CB cam"));
+    let video_mid = video.mid.clone();
+    let forwarded_to_a = a
+        .peer
+        .received
+        .iter()
+        .find(|(mid, _)| mid.to_string() == video_mid)
+        .map_or(0, |(_, f)| f.len());
+    assert!(forwarded_to_a >= 5, "video arrives on the advertised mid");
+    let m = sfu.metrics();
+    assert!(m.frames_forwarded.load(Relaxed) >= 20);
+    assert_eq!(m.participants.load(Relaxed), 2);
+    assert_eq!(m.tracks.load(Relaxed), 4);
+
+    // B leaves: A is offered a renegotiation that removes B's tracks.
+    sfu.leave("room", "CB");
+    let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(5), true, |m| {
+        m[0].tracks.is_empty()
+    })
+    .await;
+    assert!(ok, "tracks after leave: {:?}", a.tracks);
+    assert_eq!(m.tracks.load(Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_receive_only_joiner_gets_existing_tracks() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    run_until(&sfu, &mut [&mut a], Duration::from_secs(5), true, |m| {
+        m[0].peer.connected
+    })
+    .await;
+    let mut c = Member::join(&sfu, "CC", 0xC3, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut c],
+        Duration::from_secs(10),
+        true,
+        |m| {
+            m[1].peer.got_from(MediaKind::Video, 0xA1) >= 3
+                && m[1].peer.got_from(MediaKind::Audio, 0xA1) >= 3
+        },
+    )
+    .await;
+    assert!(ok, "c received {:?}", c.tracks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_that_never_connects_is_dropped() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    // Z offers tracks but never runs ICE (its peer is never driven).
+    let z = Member::join(&sfu, "CZ", 0x21, true).await;
+    let m = sfu.metrics();
+    let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(6), false, |_| {
+        m.connect_timeouts.load(Relaxed) == 1
+    })
+    .await;
+    assert!(ok, "Z is dropped after the connect timeout");
+    assert!(a.closed.is_none(), "A connected in time");
+    let last = z.signals.try_iter().last();
+    assert!(
+        matches!(
+            last,
+            Some(Signal::Closed {
+                reason: "connect_timeout",
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+    assert_eq!(m.participants.load(Relaxed), 1);
+    assert!(a.tracks.is_empty(), "Z never published: {:?}", a.tracks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_is_dropped_with_its_tracks() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut y = Member::join(&sfu, "CY", 0x22, true).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut y],
+        Duration::from_secs(10),
+        true,
+        |m| m[0].peer.got_from(MediaKind::Video, 0x22) >= 3,
+    )
+    .await;
+    assert!(ok, "a receives y first");
+    // Y vanishes without a word: its peer is no longer driven.
+    let t0 = Instant::now();
+    let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(60), true, |m| {
+        m[0].tracks.is_empty()
+    })
+    .await;
+    assert!(ok, "Y's tracks are removed once ICE gives up on it");
+    eprintln!("vanished peer dropped after {:?}", t0.elapsed());
+    let last = y.signals.try_iter().last();
+    assert!(
+        matches!(
+            last,
+            Some(Signal::Closed {
+                reason: "disconnected",
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+    assert_eq!(sfu.metrics().participants.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_typed_errors() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let (sink, _rx) = sink();
+    let err = sfu
+        .offer(
+            "room",
+            "CX",
+            "not sdp at all".into(),
+            HashMap::new(),
+            sink.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SfuError::BadSdp(_)), "{err:?}");
+    // An answer without a session, and one for a revision never offered.
+    let err = sfu.answer("room", "CX", 1, "v=0".into()).await.unwrap_err();
+    assert!(
+        matches!(err, SfuError::BadSdp(_) | SfuError::NoPendingOffer(_)),
+        "{err:?}"
+    );
+    let mut p = Peer::new(1);
+    let offer = p.offer_publish();
+    // Only a codec the SFU does not forward.
+    let unusable: String = offer
+        .lines()
+        .map(|l| {
+            if l.starts_with("a=rtpmap:") {
+                let (pt, _) = l.split_once(' ').unwrap();
+                format!("{pt} X-UNKNOWN/90000\r\n")
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    let err = sfu
+        .offer("room", "CX", unusable, HashMap::new(), sink.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SfuError::MediaUnsupported(_)), "{err:?}");
+    let answer = sfu
+        .offer("room", "CX", offer, HashMap::new(), sink)
+        .await
+        .unwrap();
+    p.accept_answer(&answer);
+    let err = sfu
+        .answer("room", "CX", 7, answer.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SfuError::NoPendingOffer(_)), "{err:?}");
+}

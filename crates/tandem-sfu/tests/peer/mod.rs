@@ -1,0 +1,227 @@
+//! A WebRTC peer acting like a browser for tests: a str0m `Rtc` as a full ICE agent
+//! on its own loopback UDP socket, publishing synthetic Opus and VP8 frames and
+//! recording every frame it receives.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+/// A VP8 keyframe-looking payload (key frame bit clear, start code 9d 01 2a, 640x480).
+pub fn vp8_frame(tag: u8, n: u32) -> Vec<u8> {
+    let mut f = vec![
+        0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, tag,
+    ];
+    f.extend_from_slice(&n.to_be_bytes());
+    f.extend(std::iter::repeat_n(0xAB, 300));
+    f
+}
+
+pub fn opus_frame(tag: u8, n: u32) -> Vec<u8> {
+    let mut f = vec![0xFC, tag];
+    f.extend_from_slice(&n.to_be_bytes());
+    f.extend(std::iter::repeat_n(0x11, 60));
+    f
+}
+
+pub struct Peer {
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    pub audio: Option<Mid>,
+    pub video: Option<Mid>,
+    pub connected: bool,
+    /// Frames received, by mid.
+    pub received: HashMap<Mid, Vec<Vec<u8>>>,
+    /// Mids the remote added, with their kind.
+    pub remote_media: HashMap<Mid, MediaKind>,
+    frame: u32,
+    start: Instant,
+    /// Put in every frame this peer sends, to tell senders apart.
+    pub tag: u8,
+}
+
+impl Peer {
+    pub fn new(tag: u8) -> Peer {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(2)))
+            .unwrap();
+        let local = socket.local_addr().unwrap();
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        Peer {
+            rtc,
+            socket,
+            local,
+            pending: None,
+            audio: None,
+            video: None,
+            connected: false,
+            received: HashMap::new(),
+            remote_media: HashMap::new(),
+            frame: 0,
+            start: now,
+            tag,
+        }
+    }
+
+    /// An offer that publishes one audio and one video track.
+    pub fn offer_publish(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("changes");
+        self.audio = Some(audio);
+        self.video = Some(video);
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// An offer that only receives (one inactive-ish data channel to have an m-line).
+    pub fn offer_receive_only(&mut self) -> String {
+        let mut api = self.rtc.sdp_api();
+        api.add_channel("signal".into());
+        let (offer, pending) = api.apply().expect("changes");
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    pub fn accept_answer(&mut self, sdp: &str) {
+        let answer = SdpAnswer::from_sdp_string(sdp).expect("answer parses");
+        let pending = self.pending.take().expect("pending offer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+    }
+
+    /// Answers a server offer.
+    pub fn accept_offer(&mut self, sdp: &str) -> String {
+        let offer = SdpOffer::from_sdp_string(sdp).expect("offer parses");
+        let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer ok");
+        answer.to_sdp_string()
+    }
+
+    /// Runs the peer for `d`: network in and out, timeouts, events.
+    pub fn drive(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            self.poll();
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    let Ok(contents) = buf[..n].try_into() else {
+                        continue;
+                    };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents,
+                        },
+                    );
+                    if self.rtc.accepts(&input) {
+                        self.rtc.handle_input(input).expect("input ok");
+                    }
+                }
+                Err(_) => {
+                    self.rtc
+                        .handle_input(Input::Timeout(Instant::now()))
+                        .expect("timeout ok");
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self) {
+        loop {
+            match self.rtc.poll_output().expect("poll ok") {
+                Output::Timeout(_) => return,
+                Output::Transmit(t) => {
+                    let _ = self.socket.send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::MediaAdded(m) => {
+                        self.remote_media.insert(m.mid, m.kind);
+                    }
+                    Event::MediaData(d) => {
+                        self.received
+                            .entry(d.mid)
+                            .or_default()
+                            .push(d.data.to_vec());
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Sends one Opus and one VP8 frame on the published tracks.
+    pub fn send_frames(&mut self) {
+        self.frame += 1;
+        let n = self.frame;
+        let now = Instant::now();
+        let elapsed = now - self.start;
+        for (mid, codec, data, rate) in [
+            (self.audio, Codec::Opus, opus_frame(self.tag, n), 48_000u64),
+            (self.video, Codec::Vp8, vp8_frame(self.tag, n), 90_000u64),
+        ] {
+            let Some(mid) = mid else { continue };
+            let Some(writer) = self.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer
+                .payload_params()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            let ticks = elapsed.as_micros() as u64 * rate / 1_000_000;
+            let time = if rate == 48_000 {
+                MediaTime::new(ticks, str0m::media::Frequency::FORTY_EIGHT_KHZ)
+            } else {
+                MediaTime::from_90khz(ticks)
+            };
+            writer.write(pt, now, time, data).expect("write ok");
+        }
+        self.poll();
+    }
+
+    /// Whether a frame of `kind` sent by the peer with `tag` arrived.
+    pub fn got_from(&self, kind: MediaKind, tag: u8) -> usize {
+        let at = if kind == MediaKind::Audio { 1 } else { 10 };
+        self.frames_of(kind)
+            .iter()
+            .filter(|f| f.get(at) == Some(&tag))
+            .count()
+    }
+
+    /// Frames received on any mid of `kind` that the remote added.
+    pub fn frames_of(&self, kind: MediaKind) -> Vec<&Vec<u8>> {
+        self.received
+            .iter()
+            .filter(|(mid, _)| self.remote_media.get(mid) == Some(&kind))
+            .flat_map(|(_, v)| v.iter())
+            .collect()
+    }
+}
