@@ -3,6 +3,7 @@
 use crate::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// The part of every client frame read first: request id and type.
 #[derive(Debug, Deserialize)]
@@ -61,8 +62,35 @@ pub enum Request {
         to: String,
         data: Box<RawValue>,
     },
+    /// SFU (experimental): the client's offer for its media session in `room`.
+    SfuOffer {
+        room: String,
+        sdp: String,
+        /// Metadata of the tracks the client publishes, by the mid of their m-line.
+        tracks: BTreeMap<String, SfuTrackMeta>,
+    },
+    /// SFU: the client's answer to the server's `sfu_offer` push `revision`.
+    SfuAnswer {
+        room: String,
+        sdp: String,
+        revision: u64,
+    },
+    /// SFU: end the media session in `room` without leaving the room.
+    SfuLeave {
+        room: String,
+    },
     Ping,
     Pong,
+}
+
+/// What a publisher says about one of its tracks in `sfu_offer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuTrackMeta {
+    /// `camera`, `microphone`, `screen`, `screen_audio`, or an app-defined word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Reads `id` and `type`. Fails with [`ErrorCode::Malformed`] when the frame is not a
@@ -129,6 +157,20 @@ struct SignalBody {
     room: String,
     to: String,
     data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SfuOfferBody {
+    room: String,
+    sdp: String,
+    #[serde(default)]
+    tracks: BTreeMap<String, SfuTrackMeta>,
+}
+#[derive(Deserialize)]
+struct SfuAnswerBody {
+    room: String,
+    sdp: String,
+    revision: u64,
 }
 
 fn body<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, (ErrorCode, String)> {
@@ -198,6 +240,25 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
                 data: b.data,
             }
         }
+        "sfu_offer" => {
+            let b: SfuOfferBody = body(kind, text)?;
+            Request::SfuOffer {
+                room: b.room,
+                sdp: b.sdp,
+                tracks: b.tracks,
+            }
+        }
+        "sfu_answer" => {
+            let b: SfuAnswerBody = body(kind, text)?;
+            Request::SfuAnswer {
+                room: b.room,
+                sdp: b.sdp,
+                revision: b.revision,
+            }
+        }
+        "sfu_leave" => Request::SfuLeave {
+            room: body::<RoomBody>(kind, text)?.room,
+        },
         "ping" => Request::Ping,
         "pong" => Request::Pong,
         other => {
@@ -250,6 +311,35 @@ mod tests {
             decode(r#"{"type":"join","room":7}"#).unwrap_err().0,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn sfu_requests() {
+        let (_, req) = decode(
+            r#"{"id":1,"type":"sfu_offer","room":"r","sdp":"v=0","tracks":{"1":{"source":"camera"}}}"#,
+        )
+        .unwrap();
+        match req {
+            Request::SfuOffer { room, sdp, tracks } => {
+                assert_eq!((room.as_str(), sdp.as_str()), ("r", "v=0"));
+                assert_eq!(tracks["1"].source.as_deref(), Some("camera"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, req) = decode(r#"{"type":"sfu_offer","room":"r","sdp":"v=0"}"#).unwrap();
+        assert!(matches!(req, Request::SfuOffer { tracks, .. } if tracks.is_empty()));
+        let (_, req) =
+            decode(r#"{"type":"sfu_answer","room":"r","sdp":"v=0","revision":3}"#).unwrap();
+        assert!(matches!(req, Request::SfuAnswer { revision: 3, .. }));
+        assert_eq!(
+            decode(r#"{"type":"sfu_answer","room":"r","sdp":"v=0"}"#)
+                .unwrap_err()
+                .0,
+            ErrorCode::BadRequest,
+            "revision is required"
+        );
+        let (_, req) = decode(r#"{"type":"sfu_leave","room":"r"}"#).unwrap();
+        assert!(matches!(req, Request::SfuLeave { room } if room == "r"));
     }
 
     #[test]

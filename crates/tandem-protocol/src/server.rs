@@ -250,6 +250,50 @@ pub fn signal_frame(room: &str, from: &str, from_identity: &str, data: &RawValue
     .expect("signals always serialize")
 }
 
+/// Reply to `sfu_offer`: the server's SDP answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SfuAnswerResult {
+    pub sdp: String,
+}
+
+/// A track the SFU sends to this client (entry of the `tracks` push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuTrack {
+    pub id: String,
+    /// The publishing participant's `sid`.
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// The mid of the m-line in this client's session that carries the track.
+    pub mid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// SFU pushes (experimental).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SfuEvent {
+    /// The server renegotiates; answer with `sfu_answer` carrying `revision`.
+    SfuOffer {
+        room: String,
+        revision: u64,
+        sdp: String,
+    },
+    /// Every track this client receives in `room`, sent before each `sfu_offer`.
+    Tracks { room: String, tracks: Vec<SfuTrack> },
+    /// The media session ended without the client asking.
+    SfuClosed { room: String, reason: String },
+}
+
+impl SfuEvent {
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).expect("sfu events always serialize")
+    }
+}
+
 /// `disconnect` push, sent right before a deliberate close.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DisconnectPush {
@@ -302,6 +346,30 @@ mod tests {
         assert_eq!(
             ev.to_frame(),
             r#"{"type":"participant_left","room":"demo","sid":"C1","identity":"alice","reason":"left"}"#
+        );
+        let tracks = SfuEvent::Tracks {
+            room: "demo".into(),
+            tracks: vec![SfuTrack {
+                id: "TR1".into(),
+                participant: "C1".into(),
+                kind: "video".into(),
+                mid: "2".into(),
+                source: Some("camera".into()),
+                name: None,
+            }],
+        };
+        assert_eq!(
+            tracks.to_frame(),
+            r#"{"type":"tracks","room":"demo","tracks":[{"id":"TR1","participant":"C1","kind":"video","mid":"2","source":"camera"}]}"#
+        );
+        let offer = SfuEvent::SfuOffer {
+            room: "demo".into(),
+            revision: 2,
+            sdp: "v=0".into(),
+        };
+        assert_eq!(
+            offer.to_frame(),
+            r#"{"type":"sfu_offer","room":"demo","revision":2,"sdp":"v=0"}"#
         );
         assert_eq!(
             disconnect_frame(CloseCode::SlowConsumer),

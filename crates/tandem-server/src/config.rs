@@ -20,6 +20,8 @@ pub struct Config {
     pub keys: BTreeMap<String, String>,
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
+    /// The SFU (experimental; see docs/sfu.md).
+    pub sfu: tandem_sfu::SfuConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +290,7 @@ impl Config {
                 )));
             }
         }
+        self.sfu.validate().map_err(ConfigError)?;
         for origin in &self.server.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError(format!(

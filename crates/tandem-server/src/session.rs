@@ -5,6 +5,7 @@
 use crate::acl;
 use crate::auth::{self, Claims};
 use crate::history::{recovery_outcome, Append, Range};
+use crate::media;
 use crate::metrics::METRICS;
 use crate::outbound::{Closer, Outbound, SessionHandle};
 use crate::state::ServerState;
@@ -28,7 +29,7 @@ pub struct RequestError {
     pub retry_after_ms: Option<u64>,
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> RequestError {
+pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> RequestError {
     RequestError {
         code,
         message: message.into(),
@@ -82,9 +83,9 @@ impl TokenBucket {
     }
 }
 
-struct Authenticated {
-    handle: SessionHandle,
-    claims: Claims,
+pub(crate) struct Authenticated {
+    pub(crate) handle: SessionHandle,
+    pub(crate) claims: Claims,
 }
 
 pub struct Session {
@@ -294,6 +295,26 @@ impl Session {
                 self.state.hub.signal(&room, &auth.handle, &to, &data)?;
                 Ok(reply(&Empty {}))
             }
+            Request::SfuOffer { room, sdp, tracks } => {
+                let auth = self.authenticated()?;
+                let (state, rooms) = (&self.state, &self.rooms);
+                let r = media::offer(state, auth, rooms, &room, sdp, tracks).await?;
+                Ok(reply(&r))
+            }
+            Request::SfuAnswer {
+                room,
+                sdp,
+                revision,
+            } => {
+                let auth = self.authenticated()?;
+                media::answer(&self.state, auth, &self.rooms, &room, revision, sdp).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuLeave { room } => {
+                let auth = self.authenticated()?;
+                media::leave(&self.state, &auth.handle, &room);
+                Ok(reply(&Empty {}))
+            }
         }
     }
 
@@ -400,6 +421,9 @@ impl Session {
     fn forget_room(&mut self, room: &str) {
         if !self.rooms.remove(room) {
             return;
+        }
+        if let Some(auth) = &self.auth {
+            media::leave(&self.state, &auth.handle, room);
         }
         let gone: Vec<Arc<str>> = self
             .subscriptions
@@ -624,6 +648,7 @@ impl Session {
             return;
         };
         for room in self.rooms.drain() {
+            media::leave(&self.state, &auth.handle, &room);
             let _ = self
                 .state
                 .hub

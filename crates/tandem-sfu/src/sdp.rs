@@ -64,6 +64,17 @@ struct Section {
     kind: String,
     port: u32,
     codecs: Vec<String>,
+    /// `a=sendrecv` (the default), `a=sendonly`, `a=recvonly` or `a=inactive`.
+    direction: &'static str,
+}
+
+/// Whether an offer sends audio or video (so publishing rights are needed).
+pub fn sends_media(sdp: &str) -> bool {
+    media_sections(sdp).iter().any(|s| {
+        s.port != 0
+            && (s.kind == "audio" || s.kind == "video")
+            && matches!(s.direction, "sendrecv" | "sendonly")
+    })
 }
 
 impl Section {
@@ -86,7 +97,15 @@ fn media_sections(sdp: &str) -> Vec<Section> {
                 kind,
                 port,
                 codecs: Vec::new(),
+                direction: "sendrecv",
             });
+        } else if let Some(dir) = ["sendrecv", "sendonly", "recvonly", "inactive"]
+            .into_iter()
+            .find(|d| line.strip_prefix("a=") == Some(*d))
+        {
+            if let Some(s) = out.last_mut() {
+                s.direction = dir;
+            }
         } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
             let name = rest
                 .split_whitespace()
@@ -146,6 +165,13 @@ mod tests {
         );
         let ok = offer(&section("audio", 111, "OPUS/48000/2"));
         assert!(parse_offer(&ok, 10_000).is_ok());
+        assert!(sends_media(&ok));
+        assert!(!sends_media(&ok.replace("a=sendonly", "a=recvonly")));
+        assert!(
+            sends_media(&ok.replace("a=sendonly\r\n", "")),
+            "sendrecv by default"
+        );
+        assert!(!sends_media(&ok.replace("m=audio 9", "m=audio 0")));
         let bad = offer(&section("video", 98, "AV1X/90000"));
         match parse_offer(&bad, 10_000) {
             Err(SfuError::MediaUnsupported(m)) => assert!(m.contains("AV1X"), "{m}"),
