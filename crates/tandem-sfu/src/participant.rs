@@ -315,12 +315,10 @@ impl Participant {
                     self.next_timeout = t;
                 }
             }
-            Some(Err(e)) => {
-                if self.ended.is_none() {
-                    self.ended = Some(Ended::Disconnected(e));
-                }
+            Some(Err(e)) if self.ended.is_none() => {
+                self.ended = Some(Ended::Disconnected(e));
             }
-            None => {}
+            _ => {}
         }
         events
     }
