@@ -1,0 +1,154 @@
+// Chromium participants through Tandem's SFU: each publishes fake camera + microphone
+// and must decode every other participant's video and receive their audio; a
+// participant that closes its page has its tracks removed for the others.
+//
+// Usage: node sfu.test.mjs <path to tandem binary>
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const tandem = process.argv[2];
+const PARTICIPANTS = 3;
+const KEY = 'browserkey';
+const SECRET = 'browser-test-secret-0123456789abcdef';
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail) {
+  if (ok) {
+    passed++;
+    console.log(`ok - ${name}`);
+  } else {
+    failed++;
+    console.log(`not ok - ${name}\n  ${JSON.stringify(detail)}`);
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'tandem-sfu-browser-'));
+const configPath = join(dir, 'tandem.toml');
+writeFileSync(
+  configPath,
+  `[server]\nbind = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n` +
+    `[keys]\n${KEY} = "${SECRET}"\n` +
+    `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n`,
+);
+const server = spawn(tandem, ['serve', '--config', configPath], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+  env: { ...process.env, TANDEM_LOG: process.env.TANDEM_LOG || 'warn' },
+});
+const addr = await new Promise((resolve, reject) => {
+  const lines = createInterface({ input: server.stdout });
+  lines.on('line', (line) => {
+    const m = line.match(/^tandem listening on (.+)$/);
+    if (m) resolve(m[1]);
+  });
+  server.on('exit', (code) => reject(new Error(`tandem exited with ${code}`)));
+});
+const token = (identity) =>
+  execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*'])
+    .toString()
+    .trim();
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+});
+const script = readFileSync(join(here, 'participant.js'), 'utf8');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, deadlineMs, fn) {
+  const end = Date.now() + deadlineMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last.ok) return last;
+    await sleep(250);
+  }
+  return last;
+}
+
+try {
+  const pages = [];
+  const sids = [];
+  for (let i = 0; i < PARTICIPANTS; i++) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('console', (m) => m.type() === 'error' && console.log(`page ${i}: ${m.text()}`));
+    await page.goto(`http://${addr}/healthz`); // same origin as the WebSocket
+    await page.addScriptTag({ content: script });
+    const sid = await page.evaluate(
+      ([url, t]) => window.sfuTest.start(url, t, 'call', true),
+      [`ws://${addr}/ws`, token(`user${i}`)],
+    );
+    pages.push(page);
+    sids.push(sid);
+  }
+
+  // Everyone decodes everyone else's video and receives their audio.
+  const all = await until('media flows', 30000, async () => {
+    const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.sfuTest.stats())));
+    const ok = stats.every((s) => {
+      const video = s.inbound.filter((r) => r.kind === 'video' && r.framesDecoded > 10);
+      const audio = s.inbound.filter((r) => r.kind === 'audio' && r.packets > 20);
+      return video.length === PARTICIPANTS - 1 && audio.length === PARTICIPANTS - 1;
+    });
+    return { ok, stats };
+  });
+  check(`${PARTICIPANTS} Chromium participants decode each other's video and audio via the SFU`, all.ok, all.stats);
+  if (all.stats) {
+    const s = all.stats[0];
+    const others = new Set(s.tracks.map((t) => t.participant));
+    check(
+      'the tracks push names the other participants with source metadata',
+      s.tracks.length === 2 * (PARTICIPANTS - 1) &&
+        others.size === PARTICIPANTS - 1 &&
+        !others.has(sids[0]) &&
+        s.tracks.every((t) => (t.kind === 'video' ? t.source === 'camera' : t.source === 'microphone')),
+      s.tracks,
+    );
+    check('no page reported errors', all.stats.every((x) => x.errors.length === 0), all.stats.map((x) => x.errors));
+  }
+
+  // The last participant closes its page: the others lose its tracks.
+  const gone = sids[PARTICIPANTS - 1];
+  await pages[PARTICIPANTS - 1].context().close();
+  const after = await until('tracks removed', 15000, async () => {
+    const stats = await Promise.all(
+      pages.slice(0, -1).map((p) => p.evaluate(() => window.sfuTest.stats())),
+    );
+    const ok = stats.every(
+      (s) => s.tracks.length === 2 * (PARTICIPANTS - 2) && !s.tracks.some((t) => t.participant === gone),
+    );
+    return { ok, stats };
+  });
+  check('a closed page has its tracks removed for the others', after.ok, after.stats?.map((s) => s.tracks));
+
+  const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  const forwarded = Number(metrics.match(/^tandem_sfu_frames_forwarded_total (\d+)/m)?.[1] ?? 0);
+  check('the server counted forwarded frames', forwarded > 100, { forwarded });
+} catch (e) {
+  failed++;
+  console.log(`not ok - ${e.stack}`);
+} finally {
+  await browser.close().catch(() => {});
+  server.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
