@@ -15,10 +15,13 @@
   let nextId = 1;
   const waiting = new Map();
   let room;
-  let ownOfferInFlight = false;
+  // The id of our own sfu_offer until its reply arrives: server offers received
+  // before that reply were voided by our offer (the server offers again after it).
+  let ownOfferId = null;
 
   function request(type, body) {
     const id = nextId++;
+    if (type === 'sfu_offer') ownOfferId = id;
     ws.send(JSON.stringify({ id, type, ...body }));
     return new Promise((resolve, reject) => waiting.set(id, { resolve, reject }));
   }
@@ -31,7 +34,7 @@
     } else if (msg.type === 'sfu_closed') {
       state.closed = msg.reason;
     } else if (msg.type === 'sfu_offer') {
-      if (ownOfferInFlight) return; // voided by our own offer; the server re-offers
+      if (ownOfferId !== null) return; // voided by our own offer; the server re-offers
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
@@ -43,7 +46,9 @@
   // Pushes are handled one at a time, in order.
   let chain = Promise.resolve();
 
-  async function start(url, token, roomName, publish) {
+  // options: {publish: bool, simulcast: bool}
+  async function start(url, token, roomName, options) {
+    const { publish = true, simulcast = false } = options || {};
     room = roomName;
     ws = new WebSocket(url);
     await new Promise((ok, fail) => {
@@ -53,6 +58,7 @@
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);
       if (msg.type === 'reply' || (msg.type === 'error' && msg.id)) {
+        if (msg.id === ownOfferId) ownOfferId = null;
         const w = waiting.get(msg.id);
         waiting.delete(msg.id);
         if (!w) return;
@@ -70,15 +76,25 @@
     if (publish) {
       const media = await navigator.mediaDevices.getUserMedia({
         audio: true,
-        video: { width: 320, height: 240, frameRate: 15 },
+        video: simulcast
+          ? { width: 1280, height: 720, frameRate: 15 }
+          : { width: 320, height: 240, frameRate: 15 },
       });
       for (const track of media.getTracks()) {
-        pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+        const init = { direction: 'sendonly', streams: [media] };
+        if (simulcast && track.kind === 'video') {
+          // Lowest first: the SFU starts subscribers on the first layer listed.
+          init.sendEncodings = [
+            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+            { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+          ];
+        }
+        pc.addTransceiver(track, init);
       }
     } else {
       pc.createDataChannel('probe');
     }
-    ownOfferInFlight = true;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
     for (const t of pc.getTransceivers()) {
@@ -88,7 +104,6 @@
     }
     const reply = await request('sfu_offer', { room, sdp: offer.sdp, tracks: meta });
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
-    ownOfferInFlight = false;
     return connected.client_id;
   }
 
@@ -119,5 +134,7 @@
     };
   }
 
-  window.sfuTest = { start, stats, close: () => { ws.close(); pc.close(); } };
+  const layer = (track, rid) => request('sfu_layer', { room, track, rid });
+
+  window.sfuTest = { start, stats, layer, close: () => { ws.close(); pc.close(); } };
 })();

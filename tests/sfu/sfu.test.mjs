@@ -88,11 +88,15 @@ try {
   for (let i = 0; i < PARTICIPANTS; i++) {
     const context = await browser.newContext();
     const page = await context.newPage();
-    page.on('console', (m) => m.type() === 'error' && console.log(`page ${i}: ${m.text()}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+        console.log(`page ${i}: ${m.text()}`);
+      }
+    });
     await page.goto(`http://${addr}/healthz`); // same origin as the WebSocket
     await page.addScriptTag({ content: script });
     const sid = await page.evaluate(
-      ([url, t]) => window.sfuTest.start(url, t, 'call', true),
+      ([url, t]) => window.sfuTest.start(url, t, 'call', { publish: true }),
       [`ws://${addr}/ws`, token(`user${i}`)],
     );
     pages.push(page);
@@ -110,6 +114,10 @@ try {
     return { ok, stats };
   });
   check(`${PARTICIPANTS} Chromium participants decode each other's video and audio via the SFU`, all.ok, all.stats);
+  if (all.ok) {
+    const v = all.stats[0].inbound.filter((r) => r.kind === 'video').map((r) => r.framesDecoded);
+    console.log(`# page 0 decoded ${v.join(' and ')} frames from the two others`);
+  }
   if (all.stats) {
     const s = all.stats[0];
     const others = new Set(s.tracks.map((t) => t.participant));
@@ -138,7 +146,56 @@ try {
   });
   check('a closed page has its tracks removed for the others', after.ok, after.stats?.map((s) => s.tracks));
 
+  for (const page of pages.slice(0, -1)) await page.context().close();
+
+  // Simulcast: one publisher sends q/h/f; a receive-only subscriber starts on q and
+  // switches to f and back when it asks.
+  const open = async (identity, options) => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`http://${addr}/healthz`);
+    await page.addScriptTag({ content: script });
+    await page.evaluate(
+      ([url, t, o]) => window.sfuTest.start(url, t, 'sim', o),
+      [`ws://${addr}/ws`, token(identity), options],
+    );
+    return page;
+  };
+  await open('sim-pub', { publish: true, simulcast: true });
+  const viewer = await open('sim-viewer', { publish: false });
+  const videoWidth = (s) => s.inbound.find((r) => r.kind === 'video' && r.framesDecoded > 0)?.width ?? 0;
+  const lowRes = await until('low layer', 30000, async () => {
+    const s = await viewer.evaluate(() => window.sfuTest.stats());
+    return { ok: videoWidth(s) > 0 && s.tracks.some((t) => t.kind === 'video'), s };
+  });
+  const simTrack = lowRes.s?.tracks.find((t) => t.kind === 'video');
+  check(
+    'a simulcast track lists its layers and starts on the first one',
+    lowRes.ok && JSON.stringify(simTrack?.layers) === '["q","h","f"]' && videoWidth(lowRes.s) <= 400,
+    { width: lowRes.s && videoWidth(lowRes.s), track: simTrack },
+  );
+  const low = lowRes.s ? videoWidth(lowRes.s) : 0;
+  if (simTrack) {
+    await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'f'), [simTrack.id]);
+    const high = await until('high layer', 30000, async () => {
+      const s = await viewer.evaluate(() => window.sfuTest.stats());
+      return { ok: videoWidth(s) >= 2 * low, width: videoWidth(s) };
+    });
+    check('sfu_layer f switches the subscriber to the full-size layer', high.ok, { low, high: high.width });
+    console.log(`# simulcast widths: q ${low}, f ${high.width}`);
+    await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'q'), [simTrack.id]);
+    const back = await until('back to low layer', 30000, async () => {
+      const s = await viewer.evaluate(() => window.sfuTest.stats());
+      return { ok: videoWidth(s) === low, width: videoWidth(s) };
+    });
+    check('sfu_layer q switches back down', back.ok, { low, now: back.width });
+    const bad = await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'x').then(() => 'ok', (e) => e.message), [simTrack.id]);
+    check('an unknown layer is bad_request', bad.startsWith('bad_request'), bad);
+  }
+
   const metrics = await (await fetch(`http://${addr}/metrics`)).text();
+  const switches = Number(metrics.match(/^tandem_sfu_layer_switches_total (\d+)/m)?.[1] ?? 0);
+  check('layer switches are counted', switches >= 3, { switches });
   const forwarded = Number(metrics.match(/^tandem_sfu_frames_forwarded_total (\d+)/m)?.[1] ?? 0);
   check('the server counted forwarded frames', forwarded > 100, { forwarded });
 } catch (e) {

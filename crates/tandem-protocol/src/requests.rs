@@ -79,6 +79,12 @@ pub enum Request {
     SfuLeave {
         room: String,
     },
+    /// SFU: receive simulcast layer `rid` of `track`.
+    SfuLayer {
+        room: String,
+        track: String,
+        rid: String,
+    },
     Ping,
     Pong,
 }
@@ -173,6 +179,13 @@ struct SfuAnswerBody {
     revision: u64,
 }
 
+#[derive(Deserialize)]
+struct SfuLayerBody {
+    room: String,
+    track: String,
+    rid: String,
+}
+
 fn body<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, (ErrorCode, String)> {
     serde_json::from_str(text)
         .map_err(|e| (ErrorCode::BadRequest, format!("invalid '{kind}': {e}")))
@@ -256,6 +269,14 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
                 revision: b.revision,
             }
         }
+        "sfu_layer" => {
+            let b: SfuLayerBody = body(kind, text)?;
+            Request::SfuLayer {
+                room: b.room,
+                track: b.track,
+                rid: b.rid,
+            }
+        }
         "sfu_leave" => Request::SfuLeave {
             room: body::<RoomBody>(kind, text)?.room,
         },
@@ -337,6 +358,11 @@ mod tests {
                 .0,
             ErrorCode::BadRequest,
             "revision is required"
+        );
+        let (_, req) =
+            decode(r#"{"type":"sfu_layer","room":"r","track":"TR1","rid":"f"}"#).unwrap();
+        assert!(
+            matches!(req, Request::SfuLayer { track, rid, .. } if track == "TR1" && rid == "f")
         );
         let (_, req) = decode(r#"{"type":"sfu_leave","room":"r"}"#).unwrap();
         assert!(matches!(req, Request::SfuLeave { room } if room == "r"));

@@ -270,6 +270,9 @@ pub struct SfuTrack {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Simulcast layers (rids) the publisher sends; absent when not simulcast.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 /// SFU pushes (experimental).
@@ -356,6 +359,7 @@ mod tests {
                 mid: "2".into(),
                 source: Some("camera".into()),
                 name: None,
+                layers: vec![],
             }],
         };
         assert_eq!(

@@ -32,7 +32,9 @@ fn joined(rooms: &HashSet<Arc<str>>, room: &str) -> Result<(), RequestError> {
 
 fn wire(e: SfuError) -> RequestError {
     let code = match &e {
-        SfuError::BadSdp(_) | SfuError::NoPendingOffer(_) => ErrorCode::BadRequest,
+        SfuError::BadSdp(_) | SfuError::NoPendingOffer(_) | SfuError::UnknownTrack(_) => {
+            ErrorCode::BadRequest
+        }
         SfuError::MediaUnsupported(_) => ErrorCode::MediaUnsupported,
         SfuError::RoomFull(_) => ErrorCode::RoomFull,
         SfuError::Unavailable => ErrorCode::Unavailable,
@@ -64,6 +66,7 @@ fn sink(handle: SessionHandle) -> tandem_sfu::Sink {
                         mid: t.mid,
                         source: t.source,
                         name: t.name,
+                        layers: t.layers,
                     })
                     .collect(),
             },
@@ -124,6 +127,21 @@ pub(crate) async fn answer(
     let sfu = sfu(state)?;
     joined(rooms, room)?;
     sfu.answer(room, &auth.handle.client_id, revision, sdp)
+        .await
+        .map_err(wire)
+}
+
+pub(crate) async fn layer(
+    state: &ServerState,
+    auth: &Authenticated,
+    rooms: &HashSet<Arc<str>>,
+    room: &str,
+    track: &str,
+    rid: &str,
+) -> Result<(), RequestError> {
+    let sfu = sfu(state)?;
+    joined(rooms, room)?;
+    sfu.select_layer(room, &auth.handle.client_id, track, rid)
         .await
         .map_err(wire)
 }

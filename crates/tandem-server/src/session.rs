@@ -310,6 +310,11 @@ impl Session {
                 media::answer(&self.state, auth, &self.rooms, &room, revision, sdp).await?;
                 Ok(reply(&Empty {}))
             }
+            Request::SfuLayer { room, track, rid } => {
+                let auth = self.authenticated()?;
+                media::layer(&self.state, auth, &self.rooms, &room, &track, &rid).await?;
+                Ok(reply(&Empty {}))
+            }
             Request::SfuLeave { room } => {
                 let auth = self.authenticated()?;
                 media::leave(&self.state, &auth.handle, &room);

@@ -5,15 +5,16 @@
 use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
 use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
-use crate::router::{Pid, RouteError, Router, TrackMeta};
+use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
 use crate::sdp::{parse_answer, parse_offer};
+use crate::simulcast::{Decision, LayerSelector};
 use crate::{Command, SfuError, Signal, Sink, TrackView};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::media::{KeyframeRequestKind, MediaKind};
+use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input};
 use tokio::net::UdpSocket;
@@ -37,6 +38,8 @@ pub struct Engine {
     dirty: BTreeSet<Pid>,
     /// Participants that may need a new server offer.
     renegotiate: BTreeSet<Pid>,
+    /// Simulcast layer choice per (subscriber, track).
+    layers: HashMap<(Pid, TrackId), LayerSelector>,
 }
 
 impl Engine {
@@ -55,6 +58,7 @@ impl Engine {
             metrics,
             dirty: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
+            layers: HashMap::new(),
         }
     }
 
@@ -96,6 +100,80 @@ impl Engine {
                 if let Some(pid) = self.by_key.get(&(room, sid)).copied() {
                     self.remove(pid, None);
                 }
+            }
+            Command::Layer {
+                room,
+                sid,
+                track,
+                rid,
+                reply,
+            } => {
+                let result = self.select_layer(room, sid, &track, &rid, now);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn select_layer(
+        &mut self,
+        room: Arc<str>,
+        sid: Arc<str>,
+        track: &str,
+        rid: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let pid = *self.by_key.get(&(room, sid)).ok_or_else(|| {
+            SfuError::UnknownTrack("no media session in this room; send sfu_offer first".into())
+        })?;
+        let unknown =
+            || SfuError::UnknownTrack(format!("this session receives no track '{track}'"));
+        let id = track
+            .strip_prefix("TR")
+            .and_then(|n| n.parse().ok())
+            .map(TrackId)
+            .ok_or_else(unknown)?;
+        if !self.router.is_subscribed(pid, id) {
+            return Err(unknown());
+        }
+        let t = self.router.track(id).ok_or_else(unknown)?;
+        let Some(rid) = t.layers.iter().copied().find(|r| r.to_string() == rid) else {
+            let layers: Vec<String> = t.layers.iter().map(|r| r.to_string()).collect();
+            return Err(SfuError::UnknownTrack(format!(
+                "track '{track}' has no layer '{rid}' (layers: {})",
+                if layers.is_empty() {
+                    "none, not simulcast".into()
+                } else {
+                    layers.join(", ")
+                }
+            )));
+        };
+        let (owner, mid) = (t.owner, t.mid);
+        let first = t.layers.first().copied();
+        let selector = self
+            .layers
+            .entry((pid, id))
+            .or_insert_with(|| LayerSelector::new(first));
+        if selector.set_target(rid) {
+            self.ask_keyframe(owner, mid, Some(rid), KeyframeRequestKind::Pli, now);
+        }
+        Ok(())
+    }
+
+    /// Asks publisher `owner` for a keyframe on `mid` (layer `rid`), throttled.
+    fn ask_keyframe(
+        &mut self,
+        owner: Pid,
+        mid: str0m::media::Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+        now: Instant,
+    ) {
+        let interval = Duration::from_millis(self.config.keyframe_request_interval_ms);
+        if let Some(e) = self.entries.get_mut(&owner) {
+            if e.participant
+                .request_keyframe(mid, rid, kind, interval, now)
+            {
+                self.dirty.insert(owner);
             }
         }
     }
@@ -203,7 +281,9 @@ impl Engine {
         self.by_addr.retain(|_, v| *v != pid);
         self.dirty.remove(&pid);
         self.renegotiate.remove(&pid);
-        self.router.leave(pid);
+        let (gone, _) = self.router.leave(pid);
+        self.layers
+            .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         for peer in self.router_peers_of_room(&p.room) {
             // Unopened subscriptions to the removed tracks are dropped in negotiate.
             self.renegotiate.insert(peer);
@@ -372,6 +452,7 @@ impl Engine {
                     mid: mid.to_string(),
                     source: track.meta.source.clone(),
                     name: track.meta.name.clone(),
+                    layers: track.layers.iter().map(|r| r.to_string()).collect(),
                 })
             })
             .collect()
@@ -400,7 +481,17 @@ impl Engine {
                     .get(&added.mid.to_string())
                     .cloned()
                     .unwrap_or_default();
-                match self.router.publish(pid, added.mid, added.kind, meta) {
+                let layers = added
+                    .simulcast
+                    .map(|s| if s.recv.is_empty() { s.send } else { s.recv })
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|l| l.rid)
+                    .collect();
+                match self
+                    .router
+                    .publish(pid, added.mid, added.kind, meta, layers)
+                {
                     Ok((track, subscribers)) => {
                         for sub in subscribers {
                             if let Some(e) = self.entries.get_mut(&sub) {
@@ -416,8 +507,32 @@ impl Engine {
                 }
             }
             Event::MediaData(data) => {
-                let routes = self.router.route(pid, data.mid);
+                let Some((track, routes)) = self.router.route(pid, data.mid) else {
+                    return;
+                };
+                let first = self
+                    .router
+                    .track(track)
+                    .and_then(|t| t.layers.first().copied());
+                let keyframe = data.is_keyframe();
+                let mut want_layer: Option<Rid> = None;
                 for (sub, mid) in routes {
+                    let selector = self
+                        .layers
+                        .entry((sub, track))
+                        .or_insert_with(|| LayerSelector::new(first));
+                    let decision = selector.on_frame(data.rid, keyframe);
+                    if let Some(rid) = selector.pending_switch() {
+                        want_layer = Some(rid);
+                    }
+                    match decision {
+                        Decision::Drop => continue,
+                        Decision::Forward { switched } => {
+                            if switched {
+                                self.metrics.layer_switches.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
                     if let Some(e) = self.entries.get_mut(&sub) {
                         if e.participant.write(mid, &data) {
                             self.metrics.frames_forwarded.fetch_add(1, Relaxed);
@@ -428,33 +543,25 @@ impl Engine {
                         }
                     }
                 }
+                if let Some(rid) = want_layer {
+                    // A subscriber waits for this layer's keyframe to switch.
+                    self.ask_keyframe(pid, data.mid, Some(rid), KeyframeRequestKind::Pli, now);
+                }
                 if !data.contiguous {
-                    let interval = Duration::from_millis(self.config.keyframe_request_interval_ms);
-                    if let Some(e) = self.entries.get_mut(&pid) {
-                        if e.participant.request_keyframe(
-                            data.mid,
-                            data.rid,
-                            KeyframeRequestKind::Pli,
-                            interval,
-                            now,
-                        ) {
-                            self.dirty.insert(pid);
-                        }
-                    }
+                    self.ask_keyframe(pid, data.mid, data.rid, KeyframeRequestKind::Pli, now);
                 }
             }
             Event::KeyframeRequest(req) => {
-                let Some((owner, mid)) = self.router.source(pid, req.mid) else {
+                let Some(track) = self.router.source(pid, req.mid) else {
                     return;
                 };
-                let interval = Duration::from_millis(self.config.keyframe_request_interval_ms);
-                if let Some(e) = self.entries.get_mut(&owner) {
-                    if e.participant
-                        .request_keyframe(mid, None, req.kind, interval, now)
-                    {
-                        self.dirty.insert(owner);
-                    }
-                }
+                let (owner, mid, id) = (track.owner, track.mid, track.id);
+                // Ask for the layer this subscriber gets (or is switching to).
+                let rid = self
+                    .layers
+                    .get(&(pid, id))
+                    .and_then(|s| s.pending_switch().or(s.current()));
+                self.ask_keyframe(owner, mid, rid, req.kind, now);
             }
             _ => {}
         }

@@ -13,6 +13,9 @@ pub enum SfuError {
     /// An `sfu_answer` that matches no outstanding server offer (wire: `bad_request`).
     #[error("{0}")]
     NoPendingOffer(String),
+    /// A track or layer this participant does not receive (wire: `bad_request`).
+    #[error("{0}")]
+    UnknownTrack(String),
     /// The room has its most media participants (wire: `room_full`).
     #[error("the room has its limit of {0} media participants")]
     RoomFull(usize),

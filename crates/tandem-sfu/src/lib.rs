@@ -18,6 +18,7 @@ pub mod metrics;
 mod participant;
 pub mod router;
 pub mod sdp;
+pub mod simulcast;
 mod udp;
 
 pub use config::SfuConfig;
@@ -42,6 +43,8 @@ pub struct TrackView {
     pub mid: String,
     pub source: Option<String>,
     pub name: Option<String>,
+    /// Simulcast layers (rids) the publisher sends, in its order; empty if none.
+    pub layers: Vec<String>,
 }
 
 /// What the SFU pushes to one participant.
@@ -88,6 +91,13 @@ pub(crate) enum Command {
     Leave {
         room: Arc<str>,
         sid: Arc<str>,
+    },
+    Layer {
+        room: Arc<str>,
+        sid: Arc<str>,
+        track: String,
+        rid: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
 }
 
@@ -192,6 +202,30 @@ impl Sfu {
             sid: sid.into(),
             revision,
             sdp,
+            reply,
+        };
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        done.await.map_err(|_| SfuError::Unavailable)?
+    }
+
+    /// Selects the simulcast layer `rid` of `track` for `sid`. The switch happens on
+    /// the layer's next keyframe, which is requested from the publisher.
+    pub async fn select_layer(
+        &self,
+        room: &str,
+        sid: &str,
+        track: &str,
+        rid: &str,
+    ) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        let cmd = Command::Layer {
+            room: room.into(),
+            sid: sid.into(),
+            track: track.into(),
+            rid: rid.into(),
             reply,
         };
         self.commands

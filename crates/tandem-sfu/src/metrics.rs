@@ -19,6 +19,8 @@ pub struct SfuMetrics {
     pub frames_forwarded: AtomicU64,
     pub frame_bytes_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Simulcast layer switches done for a subscriber.
+    pub layer_switches: AtomicU64,
     /// Datagrams no participant accepted.
     pub unmatched_datagrams: AtomicU64,
     /// Datagrams dropped because the socket's send buffer was full.
@@ -53,6 +55,7 @@ impl SfuMetrics {
                 "tandem_sfu_keyframe_requests_total",
                 &self.keyframe_requests,
             ),
+            ("tandem_sfu_layer_switches_total", &self.layer_switches),
             (
                 "tandem_sfu_unmatched_datagrams_total",
                 &self.unmatched_datagrams,

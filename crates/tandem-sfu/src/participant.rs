@@ -84,8 +84,8 @@ pub struct Participant {
     pub connected: bool,
     pub ended: Option<Ended>,
     pub next_timeout: Instant,
-    /// When a keyframe was last requested, per incoming mid.
-    keyframe_asked: HashMap<Mid, Instant>,
+    /// When a keyframe was last requested, per incoming mid and layer.
+    keyframe_asked: HashMap<(Mid, Option<Rid>), Instant>,
     metrics: Arc<SfuMetrics>,
 }
 
@@ -356,7 +356,7 @@ impl Participant {
         min_interval: Duration,
         now: Instant,
     ) -> bool {
-        if let Some(last) = self.keyframe_asked.get(&mid) {
+        if let Some(last) = self.keyframe_asked.get(&(mid, rid)) {
             if now.saturating_duration_since(*last) < min_interval {
                 return false;
             }
@@ -367,7 +367,7 @@ impl Participant {
                 .unwrap_or(false)
         });
         if asked == Some(true) {
-            self.keyframe_asked.insert(mid, now);
+            self.keyframe_asked.insert((mid, rid), now);
             self.metrics.keyframe_requests.fetch_add(1, Relaxed);
             true
         } else {

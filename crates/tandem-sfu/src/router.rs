@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
 
 /// A participant's media session, unique for the life of the SFU.
 pub type Pid = u64;
@@ -39,6 +39,9 @@ pub struct Track {
     pub mid: Mid,
     pub kind: MediaKind,
     pub meta: TrackMeta,
+    /// Simulcast layers (rids) in the order the publisher listed them; empty when
+    /// the track is not simulcast.
+    pub layers: Vec<Rid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,7 @@ impl Router {
         mid: Mid,
         kind: MediaKind,
         meta: TrackMeta,
+        layers: Vec<Rid>,
     ) -> Result<(TrackId, Vec<Pid>), RouteError> {
         let member = self
             .members
@@ -174,6 +178,7 @@ impl Router {
                 mid,
                 kind,
                 meta,
+                layers,
             },
         );
         self.members
@@ -234,13 +239,12 @@ impl Router {
             .find(|t| t.mid == mid)
     }
 
-    /// Where a frame `owner` sent on `mid` goes: (subscriber, outgoing mid).
-    pub fn route(&self, owner: Pid, mid: Mid) -> Vec<(Pid, Mid)> {
-        let Some(track) = self.track_at(owner, mid) else {
-            return Vec::new();
-        };
+    /// Where a frame `owner` sent on `mid` goes: the track, and (subscriber,
+    /// outgoing mid) for each subscriber with an m-line for it.
+    pub fn route(&self, owner: Pid, mid: Mid) -> Option<(TrackId, Vec<(Pid, Mid)>)> {
+        let track = self.track_at(owner, mid)?;
         let room = &self.members[&owner].room;
-        self.rooms[room]
+        let subs = self.rooms[room]
             .iter()
             .filter_map(|p| {
                 let out = self.members[p]
@@ -250,20 +254,26 @@ impl Router {
                     .flatten()?;
                 Some((*p, out))
             })
-            .collect()
+            .collect();
+        Some((track.id, subs))
     }
 
-    /// The publisher side of `sub`'s outgoing `mid`: (owner, owner's mid), for keyframe
-    /// requests.
-    pub fn source(&self, sub: Pid, mid: Mid) -> Option<(Pid, Mid)> {
+    /// The publisher side of `sub`'s outgoing `mid`: the track, for keyframe requests.
+    pub fn source(&self, sub: Pid, mid: Mid) -> Option<&Track> {
         let (track, _) = self
             .members
             .get(&sub)?
             .subscribed
             .iter()
             .find(|(_, m)| **m == Some(mid))?;
-        let t = self.tracks.get(track)?;
-        Some((t.owner, t.mid))
+        self.tracks.get(track)
+    }
+
+    /// Whether `sub` subscribes to `track`.
+    pub fn is_subscribed(&self, sub: Pid, track: TrackId) -> bool {
+        self.members
+            .get(&sub)
+            .is_some_and(|m| m.subscribed.contains_key(&track))
     }
 
     /// Tracks `sub` subscribes to, with the outgoing mid when allocated, by track id.
@@ -334,15 +344,20 @@ mod tests {
         assert_eq!(r.join(1, "a", "C1").unwrap(), vec![]);
         assert_eq!(r.join(2, "a", "C2").unwrap(), vec![]);
         r.join(3, "b", "C3").unwrap();
-        let (t, subs) = r.publish(1, mid("0"), MediaKind::Video, cam()).unwrap();
+        let (t, subs) = r
+            .publish(1, mid("0"), MediaKind::Video, cam(), vec![])
+            .unwrap();
         assert_eq!(subs, vec![2], "only the same room, never the owner");
         // Not routed until the subscriber's m-line exists.
-        assert!(r.route(1, mid("0")).is_empty());
+        assert_eq!(r.route(1, mid("0")), Some((t, vec![])));
         assert!(r.bind(2, t, mid("5")));
-        assert_eq!(r.route(1, mid("0")), vec![(2, mid("5"))]);
-        assert!(r.route(1, mid("9")).is_empty(), "unknown mid");
-        assert_eq!(r.source(2, mid("5")), Some((1, mid("0"))));
-        assert_eq!(r.source(2, mid("6")), None);
+        assert_eq!(r.route(1, mid("0")), Some((t, vec![(2, mid("5"))])));
+        assert_eq!(r.route(1, mid("9")), None, "unknown mid");
+        let src = r.source(2, mid("5")).unwrap();
+        assert_eq!((src.owner, src.mid, src.id), (1, mid("0"), t));
+        assert!(r.source(2, mid("6")).is_none());
+        assert!(r.is_subscribed(2, t));
+        assert!(!r.is_subscribed(1, t), "never to the owner");
         assert!(!r.bind(3, t, mid("1")), "other room does not subscribe");
     }
 
@@ -351,9 +366,11 @@ mod tests {
         let mut r = Router::new(10, 4);
         r.join(1, "a", "C1").unwrap();
         let (t1, _) = r
-            .publish(1, mid("0"), MediaKind::Audio, TrackMeta::default())
+            .publish(1, mid("0"), MediaKind::Audio, TrackMeta::default(), vec![])
             .unwrap();
-        let (t2, _) = r.publish(1, mid("1"), MediaKind::Video, cam()).unwrap();
+        let (t2, _) = r
+            .publish(1, mid("1"), MediaKind::Video, cam(), vec![])
+            .unwrap();
         assert_eq!(r.join(2, "a", "C2").unwrap(), vec![t1, t2]);
         let subs = r.subscriptions(2);
         assert_eq!(subs.len(), 2);
@@ -369,7 +386,9 @@ mod tests {
         r.join(1, "a", "C1").unwrap();
         r.join(2, "a", "C2").unwrap();
         r.join(3, "a", "C3").unwrap();
-        let (t, _) = r.publish(1, mid("0"), MediaKind::Video, cam()).unwrap();
+        let (t, _) = r
+            .publish(1, mid("0"), MediaKind::Video, cam(), vec![])
+            .unwrap();
         r.bind(2, t, mid("3"));
         // 3 never got its m-line: nothing to free there.
         let (gone, freed) = r.leave(1);
@@ -392,18 +411,18 @@ mod tests {
         r.join(2, "a", "C2").unwrap();
         assert_eq!(r.join(3, "a", "C3"), Err(RouteError::RoomFull { max: 2 }));
         r.join(3, "b", "C3").unwrap();
-        r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default())
+        r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default(), vec![])
             .unwrap();
         assert_eq!(
-            r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default()),
+            r.publish(1, mid("0"), MediaKind::Audio, TrackMeta::default(), vec![]),
             Err(RouteError::AlreadyPublished)
         );
         assert_eq!(
-            r.publish(1, mid("1"), MediaKind::Video, TrackMeta::default()),
+            r.publish(1, mid("1"), MediaKind::Video, TrackMeta::default(), vec![]),
             Err(RouteError::TooManyTracks { max: 1 })
         );
         assert_eq!(
-            r.publish(9, mid("0"), MediaKind::Video, TrackMeta::default()),
+            r.publish(9, mid("0"), MediaKind::Video, TrackMeta::default(), vec![]),
             Err(RouteError::UnknownParticipant)
         );
         // Leaving frees the seat.
@@ -416,10 +435,12 @@ mod tests {
         let mut r = Router::new(10, 4);
         r.join(1, "a", "C1").unwrap();
         r.join(2, "a", "C2").unwrap();
-        let (t, _) = r.publish(1, mid("0"), MediaKind::Video, cam()).unwrap();
+        let (t, _) = r
+            .publish(1, mid("0"), MediaKind::Video, cam(), vec![])
+            .unwrap();
         r.bind(2, t, mid("1"));
         r.unbind(2, t);
-        assert!(r.route(1, mid("0")).is_empty());
-        assert_eq!(r.source(2, mid("1")), None);
+        assert_eq!(r.route(1, mid("0")), Some((t, vec![])));
+        assert!(r.source(2, mid("1")).is_none());
     }
 }
