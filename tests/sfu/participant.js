@@ -9,6 +9,9 @@
     offersAnswered: 0,
     closed: null,
     errors: [],
+    speakers: [],
+    speakerPushes: 0,
+    everSpoke: [],
   };
   let ws;
   let pc;
@@ -31,6 +34,12 @@
       ws.send('{"type":"pong"}');
     } else if (msg.type === 'tracks') {
       state.tracksPush = msg.tracks;
+    } else if (msg.type === 'active_speakers') {
+      state.speakers = msg.speakers;
+      state.speakerPushes++;
+      for (const s of msg.speakers) {
+        if (!state.everSpoke.includes(s.participant)) state.everSpoke.push(s.participant);
+      }
     } else if (msg.type === 'sfu_closed') {
       state.closed = msg.reason;
     } else if (msg.type === 'sfu_offer') {
@@ -130,6 +139,8 @@
       offersAnswered: state.offersAnswered,
       closed: state.closed,
       errors: state.errors,
+      speakerPushes: state.speakerPushes,
+      everSpoke: state.everSpoke,
       inbound,
     };
   }

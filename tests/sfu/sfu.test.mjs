@@ -129,6 +129,12 @@ try {
         s.tracks.every((t) => (t.kind === 'video' ? t.source === 'camera' : t.source === 'microphone')),
       s.tracks,
     );
+    // Chromium's fake microphone beeps: its audio level makes publishers speakers.
+    check(
+      'active_speakers pushes name other participants from their audio level',
+      all.stats.every((x) => x.speakerPushes > 0 && x.everSpoke.every((sid) => sids.includes(sid)) && x.everSpoke.length > 0),
+      all.stats.map((x) => ({ pushes: x.speakerPushes, spoke: x.everSpoke })),
+    );
     check('no page reported errors', all.stats.every((x) => x.errors.length === 0), all.stats.map((x) => x.errors));
   }
 

@@ -289,6 +289,20 @@ pub enum SfuEvent {
     Tracks { room: String, tracks: Vec<SfuTrack> },
     /// The media session ended without the client asking.
     SfuClosed { room: String, reason: String },
+    /// The room's active speakers changed (loudest first; empty: nobody speaks).
+    ActiveSpeakers {
+        room: String,
+        speakers: Vec<ActiveSpeaker>,
+    },
+}
+
+/// An entry of the `active_speakers` push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveSpeaker {
+    /// The speaker's `sid`.
+    pub participant: String,
+    /// Smoothed audio level in dBov (0 loudest, -127 silence) when the list changed.
+    pub level: i8,
 }
 
 impl SfuEvent {
@@ -374,6 +388,17 @@ mod tests {
         assert_eq!(
             offer.to_frame(),
             r#"{"type":"sfu_offer","room":"demo","revision":2,"sdp":"v=0"}"#
+        );
+        let speakers = SfuEvent::ActiveSpeakers {
+            room: "demo".into(),
+            speakers: vec![ActiveSpeaker {
+                participant: "C1".into(),
+                level: -31,
+            }],
+        };
+        assert_eq!(
+            speakers.to_frame(),
+            r#"{"type":"active_speakers","room":"demo","speakers":[{"participant":"C1","level":-31}]}"#
         );
         assert_eq!(
             disconnect_frame(CloseCode::SlowConsumer),

@@ -7,7 +7,9 @@ use crate::session::{err, Authenticated, RequestError};
 use crate::state::ServerState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use tandem_protocol::{ErrorCode, SfuAnswerResult, SfuEvent, SfuTrack, SfuTrackMeta};
+use tandem_protocol::{
+    ActiveSpeaker, ErrorCode, SfuAnswerResult, SfuEvent, SfuTrack, SfuTrackMeta,
+};
 use tandem_sfu::{Sfu, SfuError, Signal, TrackMeta};
 
 fn sfu(state: &ServerState) -> Result<&Sfu, RequestError> {
@@ -73,6 +75,13 @@ fn sink(handle: SessionHandle) -> tandem_sfu::Sink {
             Signal::Closed { room, reason } => SfuEvent::SfuClosed {
                 room: room.to_string(),
                 reason: reason.to_string(),
+            },
+            Signal::ActiveSpeakers { room, speakers } => SfuEvent::ActiveSpeakers {
+                room: room.to_string(),
+                speakers: speakers
+                    .into_iter()
+                    .map(|(participant, level)| ActiveSpeaker { participant, level })
+                    .collect(),
             },
         };
         handle.push_frame(event.to_frame());

@@ -8,6 +8,7 @@ use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
 use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
 use crate::sdp::{parse_answer, parse_offer};
 use crate::simulcast::{Decision, LayerSelector};
+use crate::speakers::SpeakerDetector;
 use crate::{Command, SfuError, Signal, Sink, TrackView};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -40,7 +41,13 @@ pub struct Engine {
     renegotiate: BTreeSet<Pid>,
     /// Simulcast layer choice per (subscriber, track).
     layers: HashMap<(Pid, TrackId), LayerSelector>,
+    /// Audio levels per room, and the active speakers last pushed there.
+    speakers: HashMap<Arc<str>, (SpeakerDetector, Vec<String>)>,
+    next_speaker_check: Instant,
 }
+
+/// How often active speakers are re-evaluated.
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
 
 impl Engine {
     pub fn new(config: SfuConfig, params: RtcParams, metrics: Arc<SfuMetrics>) -> Self {
@@ -59,6 +66,8 @@ impl Engine {
             dirty: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
             layers: HashMap::new(),
+            speakers: HashMap::new(),
+            next_speaker_check: Instant::now(),
         }
     }
 
@@ -282,6 +291,9 @@ impl Engine {
         self.dirty.remove(&pid);
         self.renegotiate.remove(&pid);
         let (gone, _) = self.router.leave(pid);
+        if let Some((d, _)) = self.speakers.get_mut(&p.room) {
+            d.forget(pid);
+        }
         self.layers
             .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         for peer in self.router_peers_of_room(&p.room) {
@@ -367,7 +379,43 @@ impl Engine {
                 next = next.min(p.created + connect_timeout);
             }
         }
-        next
+        if now >= self.next_speaker_check {
+            self.next_speaker_check = now + SPEAKER_INTERVAL;
+            self.push_speakers(now);
+        }
+        next.min(self.next_speaker_check)
+    }
+
+    /// Pushes `ActiveSpeakers` to a room's participants when its list changed.
+    fn push_speakers(&mut self, now: Instant) {
+        let mut empty_rooms = Vec::new();
+        for (room, (detector, last)) in self.speakers.iter_mut() {
+            let active: Vec<(String, i8)> = detector
+                .active(now)
+                .into_iter()
+                .filter_map(|(pid, level)| Some((self.router.sid(pid)?.to_string(), level)))
+                .collect();
+            let sids: Vec<String> = active.iter().map(|(s, _)| s.clone()).collect();
+            if sids != *last {
+                *last = sids;
+                for e in self
+                    .entries
+                    .values()
+                    .filter(|e| e.participant.room == *room)
+                {
+                    (e.sink)(Signal::ActiveSpeakers {
+                        room: room.clone(),
+                        speakers: active.clone(),
+                    });
+                }
+            }
+            if detector.is_empty() && last.is_empty() {
+                empty_rooms.push(room.clone());
+            }
+        }
+        for room in empty_rooms {
+            self.speakers.remove(&room);
+        }
     }
 
     /// Polls every participant with pending output, forwards media, sends new offers,
@@ -515,6 +563,16 @@ impl Engine {
                     .track(track)
                     .and_then(|t| t.layers.first().copied());
                 let keyframe = data.is_keyframe();
+                if let Some(level) = data.ext_vals.audio_level {
+                    if let Some(e) = self.entries.get(&pid) {
+                        let room = e.participant.room.clone();
+                        self.speakers
+                            .entry(room)
+                            .or_default()
+                            .0
+                            .on_level(pid, level, now);
+                    }
+                }
                 let mut want_layer: Option<Rid> = None;
                 for (sub, mid) in routes {
                     let selector = self

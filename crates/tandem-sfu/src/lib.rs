@@ -19,6 +19,7 @@ mod participant;
 pub mod router;
 pub mod sdp;
 pub mod simulcast;
+pub mod speakers;
 mod udp;
 
 pub use config::SfuConfig;
@@ -66,6 +67,12 @@ pub enum Signal {
     Closed {
         room: Arc<str>,
         reason: &'static str,
+    },
+    /// The room's active speakers changed: (participant sid, level in dBov), loudest
+    /// first; empty when nobody speaks. Sent to every media participant of the room.
+    ActiveSpeakers {
+        room: Arc<str>,
+        speakers: Vec<(String, i8)>,
     },
 }
 

@@ -40,6 +40,8 @@ struct Member {
     signals: mpsc::Receiver<Signal>,
     tracks: Vec<tandem_sfu::TrackView>,
     closed: Option<&'static str>,
+    speakers: Vec<(String, i8)>,
+    speaker_pushes: usize,
 }
 
 impl Member {
@@ -69,6 +71,8 @@ impl Member {
             signals,
             tracks: Vec::new(),
             closed: None,
+            speakers: Vec::new(),
+            speaker_pushes: 0,
         }
     }
 
@@ -85,6 +89,10 @@ impl Member {
                 }
                 Signal::Tracks { tracks, .. } => self.tracks = tracks,
                 Signal::Closed { reason, .. } => self.closed = Some(reason),
+                Signal::ActiveSpeakers { speakers, .. } => {
+                    self.speakers = speakers;
+                    self.speaker_pushes += 1;
+                }
             }
         }
         if send && self.peer.connected {
@@ -257,6 +265,58 @@ async fn vanished_peer_is_dropped_with_its_tracks() {
         "{last:?}"
     );
     assert_eq!(sfu.metrics().participants.load(Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_levels_make_active_speaker_pushes() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, true).await;
+    a.peer.audio_level = Some(-20);
+    b.peer.audio_level = Some(-127);
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| {
+            m.iter()
+                .all(|m| m.speakers.len() == 1 && m.speakers[0].0 == "CA")
+        },
+    )
+    .await;
+    assert!(ok, "speakers: a {:?}, b {:?}", a.speakers, b.speakers);
+    // The level is the smoothed one when the list changed: past the threshold,
+    // not above what A sends.
+    let level = a.speakers[0].1;
+    assert!((-50..=-20).contains(&level), "smoothed level {level}");
+    // A falls silent, B speaks: the list follows.
+    a.peer.audio_level = Some(-127);
+    b.peer.audio_level = Some(-10);
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| {
+            m.iter()
+                .all(|m| m.speakers.len() == 1 && m.speakers[0].0 == "CB")
+        },
+    )
+    .await;
+    assert!(ok, "speakers: a {:?}, b {:?}", a.speakers, b.speakers);
+    // Pushed on change only, not on every evaluation.
+    assert!(a.speaker_pushes <= 4, "{} pushes", a.speaker_pushes);
+    b.peer.audio_level = Some(-127);
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| m.iter().all(|m| m.speakers.is_empty()),
+    )
+    .await;
+    assert!(ok, "nobody speaks: a {:?}", a.speakers);
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub struct Peer {
     start: Instant,
     /// Put in every frame this peer sends, to tell senders apart.
     pub tag: u8,
+    /// Audio level (dBov) sent with each Opus frame, if any.
+    pub audio_level: Option<i8>,
 }
 
 impl Peer {
@@ -74,6 +76,7 @@ impl Peer {
             frame: 0,
             start: now,
             tag,
+            audio_level: None,
         }
     }
 
@@ -186,9 +189,12 @@ impl Peer {
             (self.video, Codec::Vp8, vp8_frame(self.tag, n), 90_000u64),
         ] {
             let Some(mid) = mid else { continue };
-            let Some(writer) = self.rtc.writer(mid) else {
+            let Some(mut writer) = self.rtc.writer(mid) else {
                 continue;
             };
+            if let (Codec::Opus, Some(level)) = (codec, self.audio_level) {
+                writer = writer.audio_level(level, level > -50);
+            }
             let Some(pt) = writer
                 .payload_params()
                 .find(|p| p.spec().codec == codec)

@@ -27,6 +27,7 @@ struct Member {
     tracks: Vec<Value>,
     offers_answered: u32,
     closed: Option<String>,
+    speakers: Vec<Value>,
 }
 
 impl Member {
@@ -41,6 +42,7 @@ impl Member {
             tracks: Vec::new(),
             offers_answered: 0,
             closed: None,
+            speakers: Vec::new(),
         }
     }
 
@@ -81,6 +83,9 @@ impl Member {
                 }
                 Some("tracks") => self.tracks = v["tracks"].as_array().unwrap().clone(),
                 Some("sfu_closed") => self.closed = v["reason"].as_str().map(String::from),
+                Some("active_speakers") => {
+                    self.speakers = v["speakers"].as_array().unwrap().clone()
+                }
                 _ => {}
             }
         }
@@ -114,8 +119,10 @@ async fn two_participants_exchange_media_through_the_sfu() {
     let mut b = Member::join(&server, "bob", 0xB2).await;
     a.publish().await;
     b.publish().await;
+    a.peer.audio_level = Some(-20);
     let ok = run_until(&mut [&mut a, &mut b], Duration::from_secs(15), |m| {
-        m[0].peer.got_from(MediaKind::Video, 0xB2) >= 5
+        m[1].speakers.len() == 1
+            && m[0].peer.got_from(MediaKind::Video, 0xB2) >= 5
             && m[0].peer.got_from(MediaKind::Audio, 0xB2) >= 5
             && m[1].peer.got_from(MediaKind::Video, 0xA1) >= 5
             && m[1].peer.got_from(MediaKind::Audio, 0xA1) >= 5
@@ -130,6 +137,13 @@ async fn two_participants_exchange_media_through_the_sfu() {
         b.peer.got_from(MediaKind::Audio, 0xA1)
     );
     assert!(a.offers_answered >= 1 && b.offers_answered >= 1);
+    // Alice's audio level makes her the active speaker, for both.
+    assert_eq!(
+        b.speakers[0]["participant"],
+        a.sid.as_str(),
+        "{:?}",
+        b.speakers
+    );
     // `tracks` names the publisher by sid, with the metadata it gave.
     assert_eq!(a.tracks.len(), 2, "{:?}", a.tracks);
     assert!(a.tracks.iter().all(|t| t["participant"] == b.sid.as_str()));
