@@ -9,6 +9,7 @@
     offersAnswered: 0,
     closed: null,
     errors: [],
+    messages: [], // [label, text]
     speakers: [],
     speakerPushes: 0,
     everSpoke: [],
@@ -82,6 +83,14 @@
     pc = new RTCPeerConnection();
     pc.ontrack = (ev) => state.remote.set(ev.transceiver.mid, ev.track);
     const meta = {};
+    // Room-wide data through the SFU: a reliable and a lossy channel.
+    state.channels = {
+      chat: pc.createDataChannel('chat'),
+      lossy: pc.createDataChannel('lossy', { ordered: false, maxRetransmits: 0 }),
+    };
+    for (const [label, ch] of Object.entries(state.channels)) {
+      ch.onmessage = (ev) => state.messages.push([label, String(ev.data)]);
+    }
     if (publish) {
       const media = await navigator.mediaDevices.getUserMedia({
         audio: true,
@@ -101,8 +110,6 @@
         }
         pc.addTransceiver(track, init);
       }
-    } else {
-      pc.createDataChannel('probe');
     }
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
@@ -140,12 +147,15 @@
       closed: state.closed,
       errors: state.errors,
       speakerPushes: state.speakerPushes,
+      messages: state.messages,
+      channelsOpen: Object.values(state.channels).every((c) => c.readyState === 'open'),
       everSpoke: state.everSpoke,
       inbound,
     };
   }
 
   const layer = (track, rid) => request('sfu_layer', { room, track, rid });
+  const send = (label, text) => state.channels[label].send(text);
 
-  window.sfuTest = { start, stats, layer, close: () => { ws.close(); pc.close(); } };
+  window.sfuTest = { start, stats, layer, send, close: () => { ws.close(); pc.close(); } };
 })();

@@ -138,6 +138,29 @@ try {
     check('no page reported errors', all.stats.every((x) => x.errors.length === 0), all.stats.map((x) => x.errors));
   }
 
+  // Data channels through the SFU: a message on 'chat' (reliable) and 'lossy'
+  // (unordered, no retransmissions) reaches every other page, not the sender.
+  const channelsOpen = await until('channels open', 10000, async () => {
+    const s = await Promise.all(pages.map((p) => p.evaluate(() => window.sfuTest.stats())));
+    return { ok: s.every((x) => x.channelsOpen) };
+  });
+  check('data channels open on every page', channelsOpen.ok, channelsOpen);
+  // The server sees a channel open shortly after the page does.
+  await sleep(300);
+  await pages[0].evaluate(() => window.sfuTest.send('chat', 'hello from 0'));
+  await pages[1].evaluate(() => window.sfuTest.send('lossy', 'fast from 1'));
+  const data = await until('data relayed', 10000, async () => {
+    const s = await Promise.all(pages.map((p) => p.evaluate(() => window.sfuTest.stats())));
+    const has = (x, label, text) => x.messages.some(([l, t]) => l === label && t === text);
+    const ok =
+      !has(s[0], 'chat', 'hello from 0') &&
+      s.slice(1).every((x) => has(x, 'chat', 'hello from 0')) &&
+      has(s[0], 'lossy', 'fast from 1') &&
+      has(s[2], 'lossy', 'fast from 1');
+    return { ok, messages: s.map((x) => x.messages) };
+  });
+  check('room-wide data via the SFU on reliable and lossy channels', data.ok, data.messages);
+
   // The last participant closes its page: the others lose its tracks.
   const gone = sids[PARTICIPANTS - 1];
   await pages[PARTICIPANTS - 1].context().close();

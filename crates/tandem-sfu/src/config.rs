@@ -24,6 +24,8 @@ pub struct SfuConfig {
     pub max_sdp_bytes: usize,
     /// Fewest milliseconds between two keyframe requests sent to one publisher track.
     pub keyframe_request_interval_ms: u64,
+    /// Largest data channel message relayed to the room; larger ones are dropped.
+    pub max_data_message_bytes: usize,
 }
 
 impl Default for SfuConfig {
@@ -37,6 +39,7 @@ impl Default for SfuConfig {
             connect_timeout_ms: 15_000,
             max_sdp_bytes: 32 * 1024,
             keyframe_request_interval_ms: 500,
+            max_data_message_bytes: 64 * 1024,
         }
     }
 }

@@ -450,6 +450,38 @@ impl Engine {
         self.update_gauges();
     }
 
+    /// Relays a data channel message to the same-label channel of every other media
+    /// participant in the room. Each receiver's channel has the reliability it chose
+    /// (ordered/reliable or not); a full send buffer drops the message for that one.
+    fn relay_data(&mut self, pid: Pid, d: str0m::channel::ChannelData) {
+        let Some(label) = self
+            .entries
+            .get(&pid)
+            .and_then(|e| e.participant.channel_label(d.id))
+            .map(String::from)
+        else {
+            return;
+        };
+        if d.data.len() > self.config.max_data_message_bytes {
+            self.metrics.data_drops.fetch_add(1, Relaxed);
+            return;
+        }
+        for peer in self.router.peers(pid) {
+            let Some(e) = self.entries.get_mut(&peer) else {
+                continue;
+            };
+            if e.participant.write_channel(&label, d.binary, &d.data) {
+                self.metrics.data_messages_forwarded.fetch_add(1, Relaxed);
+                self.metrics
+                    .data_bytes_forwarded
+                    .fetch_add(d.data.len() as u64, Relaxed);
+                self.dirty.insert(peer);
+            } else {
+                self.metrics.data_drops.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     fn update_gauges(&self) {
         let m = &self.metrics;
         m.participants.store(self.entries.len() as u64, Relaxed);
@@ -609,6 +641,17 @@ impl Engine {
                     self.ask_keyframe(pid, data.mid, data.rid, KeyframeRequestKind::Pli, now);
                 }
             }
+            Event::ChannelOpen(id, label) => {
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.participant.channel_opened(id, label);
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.participant.channel_closed(id);
+                }
+            }
+            Event::ChannelData(d) => self.relay_data(pid, d),
             Event::KeyframeRequest(req) => {
                 let Some(track) = self.router.source(pid, req.mid) else {
                     return;

@@ -19,6 +19,11 @@ pub struct SfuMetrics {
     pub frames_forwarded: AtomicU64,
     pub frame_bytes_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Data channel messages relayed to another participant.
+    pub data_messages_forwarded: AtomicU64,
+    pub data_bytes_forwarded: AtomicU64,
+    /// Data channel messages not relayed (too large, or a receiver's buffer full).
+    pub data_drops: AtomicU64,
     /// Simulcast layer switches done for a subscriber.
     pub layer_switches: AtomicU64,
     /// Datagrams no participant accepted.
@@ -56,6 +61,15 @@ impl SfuMetrics {
                 &self.keyframe_requests,
             ),
             ("tandem_sfu_layer_switches_total", &self.layer_switches),
+            (
+                "tandem_sfu_data_messages_forwarded_total",
+                &self.data_messages_forwarded,
+            ),
+            (
+                "tandem_sfu_data_bytes_forwarded_total",
+                &self.data_bytes_forwarded,
+            ),
+            ("tandem_sfu_data_drops_total", &self.data_drops),
             (
                 "tandem_sfu_unmatched_datagrams_total",
                 &self.unmatched_datagrams,

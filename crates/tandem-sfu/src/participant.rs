@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::crypto::CryptoProvider;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -84,6 +85,9 @@ pub struct Participant {
     pub connected: bool,
     pub ended: Option<Ended>,
     pub next_timeout: Instant,
+    /// Open data channels by label, and back.
+    channels: HashMap<String, ChannelId>,
+    labels: HashMap<ChannelId, String>,
     /// When a keyframe was last requested, per incoming mid and layer.
     keyframe_asked: HashMap<(Mid, Option<Rid>), Instant>,
     metrics: Arc<SfuMetrics>,
@@ -132,6 +136,8 @@ impl Participant {
             ended: None,
             next_timeout: now,
             keyframe_asked: HashMap::new(),
+            channels: HashMap::new(),
+            labels: HashMap::new(),
             metrics,
         })
     }
@@ -373,6 +379,35 @@ impl Participant {
         } else {
             false
         }
+    }
+
+    pub fn channel_opened(&mut self, id: ChannelId, label: String) {
+        self.channels.insert(label.clone(), id);
+        self.labels.insert(id, label);
+    }
+
+    pub fn channel_closed(&mut self, id: ChannelId) {
+        if let Some(label) = self.labels.remove(&id) {
+            self.channels.remove(&label);
+        }
+    }
+
+    pub fn channel_label(&self, id: ChannelId) -> Option<&str> {
+        self.labels.get(&id).map(String::as_str)
+    }
+
+    /// Sends a message on this participant's data channel `label`; `false` when it has
+    /// no such channel or its send buffer is full (the message is dropped).
+    pub fn write_channel(&mut self, label: &str, binary: bool, data: &[u8]) -> bool {
+        let Some(id) = self.channels.get(label).copied() else {
+            return false;
+        };
+        let written = self.guard(|rtc| {
+            rtc.channel(id)
+                .map(|mut c| c.write(binary, data).unwrap_or(false))
+                .unwrap_or(false)
+        });
+        written == Some(true)
     }
 
     /// Drops a closed `Rtc`'s bookkeeping.

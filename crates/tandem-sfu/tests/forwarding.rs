@@ -319,6 +319,72 @@ async fn audio_levels_make_active_speaker_pushes() {
     assert!(ok, "nobody speaks: a {:?}", a.speakers);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channel_messages_reach_the_rest_of_the_room() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, true).await;
+    let mut c = Member::join(&sfu, "CC", 0xC3, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        false,
+        |m| m.iter().all(|m| m.peer.channels.contains_key("chat")),
+    )
+    .await;
+    assert!(
+        ok,
+        "chat channels open: {:?} {:?} {:?} connected {} {} {}",
+        a.peer.channels,
+        b.peer.channels,
+        c.peer.channels,
+        a.peer.connected,
+        b.peer.connected,
+        c.peer.connected
+    );
+    // Give the server a moment to see the channels open on its side too.
+    run_until(
+        &sfu,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_millis(300),
+        false,
+        |_| false,
+    )
+    .await;
+    assert!(a.peer.send_text("chat", "hello from a"));
+    assert!(c.peer.send_text("chat", "hello from c"));
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(5),
+        false,
+        |m| {
+            m[1].peer.messages.len() == 2
+                && m[0].peer.messages.len() == 1
+                && m[2].peer.messages.len() == 1
+        },
+    )
+    .await;
+    let texts =
+        |m: &Member| -> Vec<String> { m.peer.messages.iter().map(|(_, t)| t.clone()).collect() };
+    assert!(ok, "a {:?} b {:?} c {:?}", texts(&a), texts(&b), texts(&c));
+    let mut got_b = texts(&b);
+    got_b.sort();
+    assert_eq!(got_b, vec!["hello from a", "hello from c"]);
+    assert_eq!(
+        texts(&a),
+        vec!["hello from c"],
+        "never echoed to the sender"
+    );
+    assert_eq!(texts(&c), vec!["hello from a"]);
+    assert!(b.peer.messages.iter().all(|(l, _)| l == "chat"));
+    assert_eq!(sfu.metrics().data_messages_forwarded.load(Relaxed), 4);
+}
+
 #[tokio::test]
 async fn bad_input_gets_typed_errors() {
     let sfu = Sfu::start(config()).await.unwrap();

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -49,6 +50,10 @@ pub struct Peer {
     pub tag: u8,
     /// Audio level (dBov) sent with each Opus frame, if any.
     pub audio_level: Option<i8>,
+    /// Open data channels by label.
+    pub channels: HashMap<String, ChannelId>,
+    /// Data channel messages received: (label, text).
+    pub messages: Vec<(String, String)>,
 }
 
 impl Peer {
@@ -77,6 +82,8 @@ impl Peer {
             start: now,
             tag,
             audio_level: None,
+            channels: HashMap::new(),
+            messages: Vec::new(),
         }
     }
 
@@ -85,6 +92,7 @@ impl Peer {
         let mut api = self.rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
         let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        api.add_channel("chat".into());
         let (offer, pending) = api.apply().expect("changes");
         self.audio = Some(audio);
         self.video = Some(video);
@@ -92,10 +100,10 @@ impl Peer {
         offer.to_sdp_string()
     }
 
-    /// An offer that only receives (one inactive-ish data channel to have an m-line).
+    /// An offer that only receives (a data channel to have an m-line).
     pub fn offer_receive_only(&mut self) -> String {
         let mut api = self.rtc.sdp_api();
-        api.add_channel("signal".into());
+        api.add_channel("chat".into());
         let (offer, pending) = api.apply().expect("changes");
         self.pending = Some(pending);
         offer.to_sdp_string()
@@ -172,6 +180,19 @@ impl Peer {
                             .or_default()
                             .push(d.data.to_vec());
                     }
+                    Event::ChannelOpen(id, label) => {
+                        self.channels.insert(label, id);
+                    }
+                    Event::ChannelData(d) => {
+                        let label = self
+                            .channels
+                            .iter()
+                            .find(|(_, id)| **id == d.id)
+                            .map(|(l, _)| l.clone())
+                            .unwrap_or_default();
+                        let text = String::from_utf8_lossy(&d.data).to_string();
+                        self.messages.push((label, text));
+                    }
                     _ => {}
                 },
             }
@@ -211,6 +232,19 @@ impl Peer {
             writer.write(pt, now, time, data).expect("write ok");
         }
         self.poll();
+    }
+
+    /// Sends a text message on data channel `label`; false if it is not open.
+    pub fn send_text(&mut self, label: &str, text: &str) -> bool {
+        let Some(id) = self.channels.get(label).copied() else {
+            return false;
+        };
+        let sent = self
+            .rtc
+            .channel(id)
+            .is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false));
+        self.poll();
+        sent
     }
 
     /// Whether a frame of `kind` sent by the peer with `tag` arrived.
