@@ -289,6 +289,9 @@ pub enum SfuEvent {
     Tracks { room: String, tracks: Vec<SfuTrack> },
     /// The media session ended without the client asking.
     SfuClosed { room: String, reason: String },
+    /// The room's media mode: `mesh` (peer to peer) or `sfu` (through the server).
+    /// Sent on join and to everyone when it changes.
+    MediaMode { room: String, mode: String },
     /// The room's active speakers changed (loudest first; empty: nobody speaks).
     ActiveSpeakers {
         room: String,
@@ -388,6 +391,14 @@ mod tests {
         assert_eq!(
             offer.to_frame(),
             r#"{"type":"sfu_offer","room":"demo","revision":2,"sdp":"v=0"}"#
+        );
+        let mode = SfuEvent::MediaMode {
+            room: "demo".into(),
+            mode: "sfu".into(),
+        };
+        assert_eq!(
+            mode.to_frame(),
+            r#"{"type":"media_mode","room":"demo","mode":"sfu"}"#
         );
         let speakers = SfuEvent::ActiveSpeakers {
             room: "demo".into(),

@@ -161,3 +161,37 @@ pub(crate) fn leave(state: &ServerState, handle: &SessionHandle, room: &str) {
         sfu.leave(room, &handle.client_id);
     }
 }
+
+fn mode_frame(room: &str, mode: tandem_sfu::MediaMode) -> bytes::Bytes {
+    let event = SfuEvent::MediaMode {
+        room: room.to_string(),
+        mode: mode.as_str().to_string(),
+    };
+    bytes::Bytes::from(event.to_frame())
+}
+
+/// After the room's participant count changed (call after the hub's join or leave):
+/// applies the media policy and tells everyone in the room when the mode changes.
+/// Returns the room's mode. No-op without the SFU (rooms are then always mesh).
+pub(crate) fn room_changed(state: &ServerState, room: &str) -> Option<tandem_sfu::MediaMode> {
+    let sfu = state.sfu.get()?;
+    let (mode, changed) = sfu.room_size(room, state.hub.room_size(room));
+    if changed {
+        state.hub.broadcast(room, mode_frame(room, mode));
+    }
+    Some(mode)
+}
+
+/// After `handle` joined `room`: applies the policy and tells the joiner the mode
+/// (everyone, when the join changed it).
+pub(crate) fn room_joined(state: &ServerState, handle: &SessionHandle, room: &str) {
+    let Some(sfu) = state.sfu.get() else {
+        return;
+    };
+    let (mode, changed) = sfu.room_size(room, state.hub.room_size(room));
+    if changed {
+        state.hub.broadcast(room, mode_frame(room, mode));
+    } else {
+        handle.push_frame(mode_frame(room, mode));
+    }
+}

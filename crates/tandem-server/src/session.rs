@@ -418,6 +418,7 @@ impl Session {
             self.state
                 .hub
                 .join(&room, &auth.handle, name, metadata, auth::now_millis())?;
+        media::room_joined(&self.state, &auth.handle, &room);
         self.rooms.insert(room);
         Ok(result)
     }
@@ -430,6 +431,7 @@ impl Session {
         if let Some(auth) = &self.auth {
             media::leave(&self.state, &auth.handle, room);
         }
+        media::room_changed(&self.state, room);
         let gone: Vec<Arc<str>> = self
             .subscriptions
             .keys()
@@ -653,11 +655,12 @@ impl Session {
             return;
         };
         for room in self.rooms.drain() {
-            media::leave(&self.state, &auth.handle, &room);
             let _ = self
                 .state
                 .hub
                 .leave(&room, self.id, LeaveReason::Disconnected);
+            media::leave(&self.state, &auth.handle, &room);
+            media::room_changed(&self.state, &room);
         }
         for (channel, _) in self.subscriptions.drain() {
             self.state.bus.unsubscribe(&channel, self.id);

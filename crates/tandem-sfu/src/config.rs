@@ -1,6 +1,7 @@
 //! `[sfu]` settings: where the UDP socket listens, which addresses are advertised as
 //! ICE candidates, and the limits.
 
+use crate::policy::PolicyKind;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -26,6 +27,12 @@ pub struct SfuConfig {
     pub keyframe_request_interval_ms: u64,
     /// Largest data channel message relayed to the room; larger ones are dropped.
     pub max_data_message_bytes: usize,
+    /// Room media policy: `mesh`, `sfu` or `auto` (mesh until the room grows).
+    pub policy: PolicyKind,
+    /// `auto`: a room with more participants than this moves to the SFU.
+    pub auto_sfu_above: usize,
+    /// `auto`: a room in the SFU moves back to mesh at this many participants or fewer.
+    pub auto_mesh_at_or_below: usize,
 }
 
 impl Default for SfuConfig {
@@ -40,6 +47,9 @@ impl Default for SfuConfig {
             max_sdp_bytes: 32 * 1024,
             keyframe_request_interval_ms: 500,
             max_data_message_bytes: 64 * 1024,
+            policy: PolicyKind::Auto,
+            auto_sfu_above: 4,
+            auto_mesh_at_or_below: 2,
         }
     }
 }
@@ -58,6 +68,13 @@ impl SfuConfig {
         }
         if self.max_sdp_bytes < 1024 {
             return Err("sfu.max_sdp_bytes must be at least 1024".into());
+        }
+        if self.auto_mesh_at_or_below >= self.auto_sfu_above {
+            return Err(format!(
+                "sfu.auto_mesh_at_or_below ({}) must be below sfu.auto_sfu_above ({}) so rooms \
+                 do not flap between mesh and sfu",
+                self.auto_mesh_at_or_below, self.auto_sfu_above
+            ));
         }
         for ip in &self.advertise_ips {
             if ip.is_unspecified() || ip.is_multicast() {
@@ -118,5 +135,11 @@ mod tests {
             ..SfuConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("max_tracks"));
+        let c = SfuConfig {
+            auto_sfu_above: 2,
+            auto_mesh_at_or_below: 2,
+            ..SfuConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("flap"));
     }
 }

@@ -16,6 +16,7 @@ mod engine;
 mod error;
 pub mod metrics;
 mod participant;
+pub mod policy;
 pub mod router;
 pub mod sdp;
 pub mod simulcast;
@@ -25,6 +26,7 @@ mod udp;
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use metrics::SfuMetrics;
+pub use policy::{MediaMode, PolicyKind};
 pub use router::TrackMeta;
 
 use std::collections::HashMap;
@@ -115,6 +117,7 @@ pub struct Sfu {
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
     metrics: Arc<SfuMetrics>,
+    policy: Arc<policy::RoomPolicy>,
 }
 
 /// Signaling commands waiting for the SFU loop.
@@ -140,6 +143,11 @@ impl Sfu {
             );
         }
         let metrics = Arc::new(SfuMetrics::default());
+        let policy = Arc::new(policy::RoomPolicy::new(
+            config.policy,
+            config.auto_sfu_above,
+            config.auto_mesh_at_or_below,
+        ));
         let params = participant::RtcParams {
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             candidates: candidates.clone(),
@@ -152,6 +160,7 @@ impl Sfu {
             local_addr,
             candidates: candidates.into(),
             metrics,
+            policy,
         })
     }
 
@@ -167,6 +176,12 @@ impl Sfu {
 
     pub fn metrics(&self) -> &SfuMetrics {
         &self.metrics
+    }
+
+    /// Records that `room` now has `count` participants; returns the room's media mode
+    /// and whether it changed (then every participant must be told).
+    pub fn room_size(&self, room: &str, count: usize) -> (MediaMode, bool) {
+        self.policy.update(room, count)
     }
 
     /// Applies a client offer for participant `sid` in `room` (creating its media

@@ -323,3 +323,77 @@ async fn sfu_disabled_is_unavailable() {
         .unwrap_err();
     assert_eq!(code(e), ErrorCode::Unavailable);
 }
+
+/// The next `media_mode` push's mode, skipping other events.
+async fn next_mode(events: &mut mpsc::Receiver<Event>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(Event::Push(v))) if v["type"] == "media_mode" => {
+                assert_eq!(v["room"], "call");
+                return v["mode"].as_str().unwrap().to_string();
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("no media_mode push: {other:?}"),
+        }
+    }
+}
+
+/// No `media_mode` push arrives within a short while.
+async fn no_mode(events: &mut mpsc::Receiver<Event>) {
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(event)) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        events.recv(),
+    )
+    .await
+    {
+        if let Event::Push(v) = &event {
+            assert_ne!(v["type"], "media_mode", "unexpected {v}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn auto_policy_moves_a_growing_room_to_the_sfu_and_back_with_hysteresis() {
+    let server = Server::start(&format!(
+        "{SFU}auto_sfu_above = 2\nauto_mesh_at_or_below = 1\n"
+    ));
+    let (c1, mut e1) = server.client("one").await;
+    c1.join("call", None).await.unwrap();
+    assert_eq!(
+        next_mode(&mut e1).await,
+        "mesh",
+        "the joiner is told the mode"
+    );
+    let (c2, mut e2) = server.client("two").await;
+    c2.join("call", None).await.unwrap();
+    assert_eq!(next_mode(&mut e2).await, "mesh");
+    no_mode(&mut e1).await;
+    // A third participant is past the threshold: everyone moves to the SFU.
+    let (c3, mut e3) = server.client("three").await;
+    c3.join("call", None).await.unwrap();
+    for e in [&mut e1, &mut e2, &mut e3] {
+        assert_eq!(next_mode(e).await, "sfu");
+    }
+    // Back to two: still the SFU (hysteresis).
+    c3.leave("call").await.unwrap();
+    no_mode(&mut e1).await;
+    // Down to one: back to mesh; a disconnect counts like a leave.
+    c2.close();
+    assert_eq!(next_mode(&mut e1).await, "mesh");
+}
+
+#[tokio::test]
+async fn fixed_sfu_policy_and_no_pushes_without_the_sfu() {
+    let server = Server::start(&format!("{SFU}policy = \"sfu\"\n"));
+    let (c, mut e) = server.client("one").await;
+    c.join("call", None).await.unwrap();
+    assert_eq!(next_mode(&mut e).await, "sfu");
+
+    let plain = Server::start("");
+    let (c, mut e) = plain.client("one").await;
+    c.join("call", None).await.unwrap();
+    no_mode(&mut e).await;
+}
