@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Chromium participants through the SFU of a real `tandem serve`. Exits non-zero on
-# failure. Needs /usr/bin/chromium (Debian's; scripts/install-deps.sh) and npm.
+# Independent WebRTC stacks through the SFU of a real `tandem serve`: Chromium pages
+# (Debian's /usr/bin/chromium driven by playwright-core) and aiortc peers. Exits
+# non-zero when any check fails. Installs playwright-core (npm) and aiortc +
+# websockets (pip) when missing; never downloads a browser.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -11,5 +13,14 @@ fi
 if [ ! -d node_modules/playwright-core ]; then
   npm install --no-audit --no-fund --loglevel=error
 fi
+if ! python3 -c 'import aiortc, websockets' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore aiortc websockets
+fi
 (cd "$root" && cargo build -j2 -p tandem --quiet)
-exec node sfu.test.mjs "$root/target/debug/tandem"
+tandem="$root/target/debug/tandem"
+status=0
+echo "--- Chromium"
+node sfu.test.mjs "$tandem" || status=1
+echo "--- aiortc"
+python3 aiortc_participant.py "$tandem" || status=1
+exit $status
