@@ -170,6 +170,35 @@ async fn peers_receive_each_others_audio_and_video() {
     assert_eq!(m.participants.load(Relaxed), 2);
     assert_eq!(m.tracks.load(Relaxed), 4);
 
+    // Garbage on the SFU's port from an unknown address (STUN-, DTLS- and RTP-looking
+    // datagrams, random bytes, an empty one) is counted and ignored; media goes on.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend([7u8; 12]);
+    let datagrams: Vec<Vec<u8>> = vec![
+        stun,
+        vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3],
+        (0..200u32).map(|i| (i * 37 % 251) as u8).collect(),
+        vec![],
+    ];
+    let unmatched_before = m.unmatched_datagrams.load(Relaxed);
+    for d in &datagrams {
+        junk.send_to(d, sfu.local_addr()).unwrap();
+    }
+    let before = b.peer.got_from(MediaKind::Video, 0xA1);
+    let ok = run_until(&sfu, &mut [&mut a, &mut b], Duration::from_secs(5), true, |m| {
+        m[1].peer.got_from(MediaKind::Video, 0xA1) >= before + 5
+    })
+    .await;
+    assert!(ok, "media keeps flowing after garbage datagrams");
+    assert!(
+        m.unmatched_datagrams.load(Relaxed) >= unmatched_before + 4,
+        "garbage is counted as unmatched"
+    );
+    assert_eq!(m.participants.load(Relaxed), 2);
+    assert_eq!(m.panics.load(Relaxed), 0);
+
     // B leaves: A is offered a renegotiation that removes B's tracks.
     sfu.leave("room", "CB");
     let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(5), true, |m| {
