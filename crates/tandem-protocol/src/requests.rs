@@ -79,6 +79,18 @@ pub enum Request {
     SfuLeave {
         room: String,
     },
+    /// SFU: the publisher mutes or unmutes the track on its m-line `mid`.
+    SfuMute {
+        room: String,
+        mid: String,
+        muted: bool,
+    },
+    /// SFU: start or stop receiving `track` (keeps its m-line).
+    SfuSubscribe {
+        room: String,
+        track: String,
+        enabled: bool,
+    },
     /// SFU: receive simulcast layer `rid` of `track`.
     SfuLayer {
         room: String,
@@ -180,6 +192,18 @@ struct SfuAnswerBody {
 }
 
 #[derive(Deserialize)]
+struct SfuMuteBody {
+    room: String,
+    mid: String,
+    muted: bool,
+}
+#[derive(Deserialize)]
+struct SfuSubscribeBody {
+    room: String,
+    track: String,
+    enabled: bool,
+}
+#[derive(Deserialize)]
 struct SfuLayerBody {
     room: String,
     track: String,
@@ -267,6 +291,22 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
                 room: b.room,
                 sdp: b.sdp,
                 revision: b.revision,
+            }
+        }
+        "sfu_mute" => {
+            let b: SfuMuteBody = body(kind, text)?;
+            Request::SfuMute {
+                room: b.room,
+                mid: b.mid,
+                muted: b.muted,
+            }
+        }
+        "sfu_subscribe" => {
+            let b: SfuSubscribeBody = body(kind, text)?;
+            Request::SfuSubscribe {
+                room: b.room,
+                track: b.track,
+                enabled: b.enabled,
             }
         }
         "sfu_layer" => {
@@ -364,6 +404,11 @@ mod tests {
         assert!(
             matches!(req, Request::SfuLayer { track, rid, .. } if track == "TR1" && rid == "f")
         );
+        let (_, req) = decode(r#"{"type":"sfu_mute","room":"r","mid":"0","muted":true}"#).unwrap();
+        assert!(matches!(req, Request::SfuMute { muted: true, .. }));
+        let (_, req) =
+            decode(r#"{"type":"sfu_subscribe","room":"r","track":"TR2","enabled":false}"#).unwrap();
+        assert!(matches!(req, Request::SfuSubscribe { enabled: false, .. }));
         let (_, req) = decode(r#"{"type":"sfu_leave","room":"r"}"#).unwrap();
         assert!(matches!(req, Request::SfuLeave { room } if room == "r"));
     }

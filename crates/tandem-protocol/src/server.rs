@@ -273,6 +273,9 @@ pub struct SfuTrack {
     /// Simulcast layers (rids) the publisher sends; absent when not simulcast.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<String>,
+    /// The publisher muted the track; absent when not muted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
 }
 
 /// SFU pushes (experimental).
@@ -377,6 +380,7 @@ mod tests {
                 source: Some("camera".into()),
                 name: None,
                 layers: vec![],
+                muted: false,
             }],
         };
         assert_eq!(

@@ -69,6 +69,7 @@ fn sink(handle: SessionHandle) -> tandem_sfu::Sink {
                         source: t.source,
                         name: t.name,
                         layers: t.layers,
+                        muted: t.muted,
                     })
                     .collect(),
             },
@@ -151,6 +152,36 @@ pub(crate) async fn layer(
     let sfu = sfu(state)?;
     joined(rooms, room)?;
     sfu.select_layer(room, &auth.handle.client_id, track, rid)
+        .await
+        .map_err(wire)
+}
+
+pub(crate) async fn mute(
+    state: &ServerState,
+    auth: &Authenticated,
+    rooms: &HashSet<Arc<str>>,
+    room: &str,
+    mid: &str,
+    muted: bool,
+) -> Result<(), RequestError> {
+    let sfu = sfu(state)?;
+    joined(rooms, room)?;
+    sfu.set_muted(room, &auth.handle.client_id, mid, muted)
+        .await
+        .map_err(wire)
+}
+
+pub(crate) async fn subscribe(
+    state: &ServerState,
+    auth: &Authenticated,
+    rooms: &HashSet<Arc<str>>,
+    room: &str,
+    track: &str,
+    enabled: bool,
+) -> Result<(), RequestError> {
+    let sfu = sfu(state)?;
+    joined(rooms, room)?;
+    sfu.set_subscribed(room, &auth.handle.client_id, track, enabled)
         .await
         .map_err(wire)
 }

@@ -310,6 +310,21 @@ impl Session {
                 media::answer(&self.state, auth, &self.rooms, &room, revision, sdp).await?;
                 Ok(reply(&Empty {}))
             }
+            Request::SfuMute { room, mid, muted } => {
+                let auth = self.authenticated()?;
+                media::mute(&self.state, auth, &self.rooms, &room, &mid, muted).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuSubscribe {
+                room,
+                track,
+                enabled,
+            } => {
+                let auth = self.authenticated()?;
+                let rooms = &self.rooms;
+                media::subscribe(&self.state, auth, rooms, &room, &track, enabled).await?;
+                Ok(reply(&Empty {}))
+            }
             Request::SfuLayer { room, track, rid } => {
                 let auth = self.authenticated()?;
                 media::layer(&self.state, auth, &self.rooms, &room, &track, &rid).await?;

@@ -10,7 +10,7 @@ use crate::sdp::{parse_answer, parse_offer};
 use crate::simulcast::{Decision, LayerSelector};
 use crate::speakers::SpeakerDetector;
 use crate::{Command, SfuError, Signal, Sink, TrackView};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -41,6 +41,8 @@ pub struct Engine {
     renegotiate: BTreeSet<Pid>,
     /// Simulcast layer choice per (subscriber, track).
     layers: HashMap<(Pid, TrackId), LayerSelector>,
+    /// (subscriber, track) pairs the subscriber turned off.
+    paused: HashSet<(Pid, TrackId)>,
     /// Audio levels per room, and the active speakers last pushed there.
     speakers: HashMap<Arc<str>, (SpeakerDetector, Vec<String>)>,
     next_speaker_check: Instant,
@@ -66,6 +68,7 @@ impl Engine {
             dirty: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
             layers: HashMap::new(),
+            paused: HashSet::new(),
             speakers: HashMap::new(),
             next_speaker_check: Instant::now(),
         }
@@ -120,6 +123,114 @@ impl Engine {
                 let result = self.select_layer(room, sid, &track, &rid, now);
                 let _ = reply.send(result);
             }
+            Command::Mute {
+                room,
+                sid,
+                mid,
+                muted,
+                reply,
+            } => {
+                let result = self.mute(room, sid, &mid, muted, now);
+                let _ = reply.send(result);
+            }
+            Command::Subscribe {
+                room,
+                sid,
+                track,
+                enabled,
+                reply,
+            } => {
+                let result = self.subscribe(room, sid, &track, enabled, now);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn session(&self, room: Arc<str>, sid: Arc<str>) -> Result<Pid, SfuError> {
+        self.by_key.get(&(room, sid)).copied().ok_or_else(|| {
+            SfuError::UnknownTrack("no media session in this room; send sfu_offer first".into())
+        })
+    }
+
+    /// A subscriber's view of `track` ("TR<n>"), checked to be one it receives.
+    fn subscribed_track(&self, pid: Pid, track: &str) -> Result<TrackId, SfuError> {
+        let unknown =
+            || SfuError::UnknownTrack(format!("this session receives no track '{track}'"));
+        let id = track
+            .strip_prefix("TR")
+            .and_then(|n| n.parse().ok())
+            .map(TrackId)
+            .ok_or_else(unknown)?;
+        if self.router.is_subscribed(pid, id) && self.router.track(id).is_some() {
+            Ok(id)
+        } else {
+            Err(unknown())
+        }
+    }
+
+    fn mute(
+        &mut self,
+        room: Arc<str>,
+        sid: Arc<str>,
+        mid: &str,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let pid = self.session(room, sid)?;
+        let changed = self
+            .router
+            .set_muted(pid, str0m::media::Mid::from(mid), muted)
+            .map_err(|_| {
+                SfuError::UnknownTrack(format!("this session publishes nothing on mid '{mid}'"))
+            })?;
+        if let Some((_, subscribers)) = changed {
+            for sub in subscribers {
+                self.push_tracks(sub);
+            }
+            if !muted {
+                // Subscribers' decoders need a fresh keyframe after the gap.
+                self.ask_keyframe(
+                    pid,
+                    str0m::media::Mid::from(mid),
+                    None,
+                    KeyframeRequestKind::Pli,
+                    now,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(
+        &mut self,
+        room: Arc<str>,
+        sid: Arc<str>,
+        track: &str,
+        enabled: bool,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let pid = self.session(room, sid)?;
+        let id = self.subscribed_track(pid, track)?;
+        if enabled {
+            if self.paused.remove(&(pid, id)) {
+                let t = self.router.track(id).expect("checked");
+                let (owner, mid) = (t.owner, t.mid);
+                let rid = self.layers.get(&(pid, id)).and_then(|s| s.target());
+                self.ask_keyframe(owner, mid, rid, KeyframeRequestKind::Pli, now);
+            }
+        } else {
+            self.paused.insert((pid, id));
+        }
+        Ok(())
+    }
+
+    /// Sends `pid` the current list of tracks it receives.
+    fn push_tracks(&self, pid: Pid) {
+        if let Some(e) = self.entries.get(&pid) {
+            (e.sink)(Signal::Tracks {
+                room: e.participant.room.clone(),
+                tracks: self.track_views(&e.participant),
+            });
         }
     }
 
@@ -296,6 +407,8 @@ impl Engine {
         }
         self.layers
             .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
+        self.paused
+            .retain(|(sub, track)| *sub != pid && !gone.contains(track));
         for peer in self.router_peers_of_room(&p.room) {
             // Unopened subscriptions to the removed tracks are dropped in negotiate.
             self.renegotiate.insert(peer);
@@ -533,6 +646,7 @@ impl Engine {
                     source: track.meta.source.clone(),
                     name: track.meta.name.clone(),
                     layers: track.layers.iter().map(|r| r.to_string()).collect(),
+                    muted: track.muted,
                 })
             })
             .collect()
@@ -590,6 +704,9 @@ impl Engine {
                 let Some((track, routes)) = self.router.route(pid, data.mid) else {
                     return;
                 };
+                if self.router.track(track).is_some_and(|t| t.muted) {
+                    return;
+                }
                 let first = self
                     .router
                     .track(track)
@@ -607,6 +724,9 @@ impl Engine {
                 }
                 let mut want_layer: Option<Rid> = None;
                 for (sub, mid) in routes {
+                    if self.paused.contains(&(sub, track)) {
+                        continue;
+                    }
                     let selector = self
                         .layers
                         .entry((sub, track))

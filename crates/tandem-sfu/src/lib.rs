@@ -48,6 +48,8 @@ pub struct TrackView {
     pub name: Option<String>,
     /// Simulcast layers (rids) the publisher sends, in its order; empty if none.
     pub layers: Vec<String>,
+    /// The publisher muted the track (nothing is forwarded).
+    pub muted: bool,
 }
 
 /// What the SFU pushes to one participant.
@@ -106,6 +108,20 @@ pub(crate) enum Command {
         sid: Arc<str>,
         track: String,
         rid: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Mute {
+        room: Arc<str>,
+        sid: Arc<str>,
+        mid: String,
+        muted: bool,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Subscribe {
+        room: Arc<str>,
+        sid: Arc<str>,
+        track: String,
+        enabled: bool,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
 }
@@ -250,6 +266,63 @@ impl Sfu {
             rid: rid.into(),
             reply,
         };
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| SfuError::Unavailable)?;
+        done.await.map_err(|_| SfuError::Unavailable)?
+    }
+
+    /// Mutes or unmutes the track `sid` publishes on its m-line `mid`: a muted track
+    /// is not forwarded, and subscribers get a `Tracks` update.
+    pub async fn set_muted(
+        &self,
+        room: &str,
+        sid: &str,
+        mid: &str,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.call(
+            Command::Mute {
+                room: room.into(),
+                sid: sid.into(),
+                mid: mid.into(),
+                muted,
+                reply,
+            },
+            done,
+        )
+        .await
+    }
+
+    /// Stops (or resumes) forwarding `track` to `sid`, keeping its m-line.
+    pub async fn set_subscribed(
+        &self,
+        room: &str,
+        sid: &str,
+        track: &str,
+        enabled: bool,
+    ) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.call(
+            Command::Subscribe {
+                room: room.into(),
+                sid: sid.into(),
+                track: track.into(),
+                enabled,
+                reply,
+            },
+            done,
+        )
+        .await
+    }
+
+    async fn call<T>(
+        &self,
+        cmd: Command,
+        done: oneshot::Receiver<Result<T, SfuError>>,
+    ) -> Result<T, SfuError> {
         self.commands
             .send(cmd)
             .await

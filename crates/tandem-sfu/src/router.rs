@@ -42,6 +42,8 @@ pub struct Track {
     /// Simulcast layers (rids) in the order the publisher listed them; empty when
     /// the track is not simulcast.
     pub layers: Vec<Rid>,
+    /// The publisher muted it: not forwarded, shown as muted to subscribers.
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +181,7 @@ impl Router {
                 kind,
                 meta,
                 layers,
+                muted: false,
             },
         );
         self.members
@@ -267,6 +270,32 @@ impl Router {
             .iter()
             .find(|(_, m)| **m == Some(mid))?;
         self.tracks.get(track)
+    }
+
+    /// Marks the track `pid` sends on `mid` muted or not; returns the track and its
+    /// subscribers when that changed anything.
+    pub fn set_muted(
+        &mut self,
+        pid: Pid,
+        mid: Mid,
+        muted: bool,
+    ) -> Result<Option<(TrackId, Vec<Pid>)>, RouteError> {
+        let id = self
+            .track_at(pid, mid)
+            .map(|t| t.id)
+            .ok_or(RouteError::UnknownParticipant)?;
+        let track = self.tracks.get_mut(&id).expect("found above");
+        if track.muted == muted {
+            return Ok(None);
+        }
+        track.muted = muted;
+        let subs = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.subscribed.contains_key(&id))
+            .map(|(p, _)| *p)
+            .collect();
+        Ok(Some((id, subs)))
     }
 
     /// Whether `sub` subscribes to `track`.
@@ -428,6 +457,21 @@ mod tests {
         // Leaving frees the seat.
         r.leave(2);
         r.join(4, "a", "C4").unwrap();
+    }
+
+    #[test]
+    fn muting_reports_subscribers_once() {
+        let mut r = Router::new(10, 4);
+        r.join(1, "a", "C1").unwrap();
+        r.join(2, "a", "C2").unwrap();
+        let (t, _) = r
+            .publish(1, mid("0"), MediaKind::Audio, TrackMeta::default(), vec![])
+            .unwrap();
+        assert_eq!(r.set_muted(1, mid("0"), true), Ok(Some((t, vec![2]))));
+        assert!(r.track(t).unwrap().muted);
+        assert_eq!(r.set_muted(1, mid("0"), true), Ok(None), "no change");
+        assert!(r.set_muted(1, mid("7"), true).is_err(), "unknown mid");
+        assert!(r.set_muted(2, mid("0"), true).is_err(), "not its track");
     }
 
     #[test]

@@ -187,9 +187,13 @@ async fn peers_receive_each_others_audio_and_video() {
         junk.send_to(d, sfu.local_addr()).unwrap();
     }
     let before = b.peer.got_from(MediaKind::Video, 0xA1);
-    let ok = run_until(&sfu, &mut [&mut a, &mut b], Duration::from_secs(5), true, |m| {
-        m[1].peer.got_from(MediaKind::Video, 0xA1) >= before + 5
-    })
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(5),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= before + 5,
+    )
     .await;
     assert!(ok, "media keeps flowing after garbage datagrams");
     assert!(
@@ -412,6 +416,118 @@ async fn data_channel_messages_reach_the_rest_of_the_room() {
     assert_eq!(texts(&c), vec!["hello from a"]);
     assert!(b.peer.messages.iter().all(|(l, _)| l == "chat"));
     assert_eq!(sfu.metrics().data_messages_forwarded.load(Relaxed), 4);
+}
+
+/// Runs the members for `d`, sending media.
+async fn run_for(sfu: &Sfu, members: &mut [&mut Member], d: Duration) {
+    run_until(sfu, members, d, true, |_| false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_subscription_and_mute() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= 3,
+    )
+    .await;
+    assert!(ok, "b receives a");
+    let video = b
+        .tracks
+        .iter()
+        .find(|t| t.kind == "video")
+        .unwrap()
+        .id
+        .clone();
+
+    // B turns A's video off: audio goes on, video stops.
+    sfu.set_subscribed("room", "CB", &video, false)
+        .await
+        .unwrap();
+    run_for(&sfu, &mut [&mut a, &mut b], Duration::from_millis(200)).await;
+    let (v0, a0) = (
+        b.peer.got_from(MediaKind::Video, 0xA1),
+        b.peer.got_from(MediaKind::Audio, 0xA1),
+    );
+    run_for(&sfu, &mut [&mut a, &mut b], Duration::from_millis(500)).await;
+    assert_eq!(b.peer.got_from(MediaKind::Video, 0xA1), v0, "video paused");
+    assert!(
+        b.peer.got_from(MediaKind::Audio, 0xA1) > a0 + 3,
+        "audio flows"
+    );
+    // And back on.
+    sfu.set_subscribed("room", "CB", &video, true)
+        .await
+        .unwrap();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(5),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= v0 + 3,
+    )
+    .await;
+    assert!(ok, "video resumes");
+
+    // A mutes its audio: B is told, and no audio is forwarded.
+    let audio_mid = a.peer.audio.unwrap().to_string();
+    sfu.set_muted("room", "CA", &audio_mid, true).await.unwrap();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(5),
+        true,
+        |m| m[1].tracks.iter().any(|t| t.kind == "audio" && t.muted),
+    )
+    .await;
+    assert!(ok, "muted shown: {:?}", b.tracks);
+    run_for(&sfu, &mut [&mut a, &mut b], Duration::from_millis(200)).await;
+    let a1 = b.peer.got_from(MediaKind::Audio, 0xA1);
+    run_for(&sfu, &mut [&mut a, &mut b], Duration::from_millis(500)).await;
+    assert_eq!(
+        b.peer.got_from(MediaKind::Audio, 0xA1),
+        a1,
+        "muted audio is not forwarded"
+    );
+    sfu.set_muted("room", "CA", &audio_mid, false)
+        .await
+        .unwrap();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(5),
+        true,
+        |m| {
+            m[1].peer.got_from(MediaKind::Audio, 0xA1) >= a1 + 3
+                && m[1].tracks.iter().all(|t| !t.muted)
+        },
+    )
+    .await;
+    assert!(ok, "unmuted");
+
+    // Bad input.
+    let e = sfu
+        .set_subscribed("room", "CB", "TR999", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SfuError::UnknownTrack(_)), "{e:?}");
+    let e = sfu
+        .set_subscribed("room", "CB", "nonsense", false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SfuError::UnknownTrack(_)), "{e:?}");
+    let e = sfu.set_muted("room", "CB", "0", true).await.unwrap_err();
+    assert!(
+        matches!(e, SfuError::UnknownTrack(_)),
+        "b publishes nothing: {e:?}"
+    );
+    let e = sfu.set_muted("room", "CX", "0", true).await.unwrap_err();
+    assert!(matches!(e, SfuError::UnknownTrack(_)), "no session: {e:?}");
 }
 
 #[tokio::test]

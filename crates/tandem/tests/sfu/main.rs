@@ -179,6 +179,42 @@ async fn leaving_the_room_removes_tracks_and_sfu_leave_ends_media_only() {
     })
     .await;
     assert!(ok);
+    // Alice mutes her microphone: Bob's track list says so.
+    let audio_mid = a.peer.audio.unwrap().to_string();
+    a.client
+        .request(
+            "sfu_mute",
+            json!({"room": "call", "mid": audio_mid, "muted": true}),
+        )
+        .await
+        .unwrap();
+    let ok = run_until(&mut [&mut a, &mut b], Duration::from_secs(5), |m| {
+        m[1].tracks
+            .iter()
+            .any(|t| t["kind"] == "audio" && t["muted"] == true)
+    })
+    .await;
+    assert!(ok, "bob sees alice muted: {:?}", b.tracks);
+    // Bob turns Alice's video off and on; unknown tracks are bad_request.
+    let video = b.tracks.iter().find(|t| t["kind"] == "video").unwrap()["id"].clone();
+    for enabled in [false, true] {
+        b.client
+            .request(
+                "sfu_subscribe",
+                json!({"room": "call", "track": video, "enabled": enabled}),
+            )
+            .await
+            .unwrap();
+    }
+    let e = b
+        .client
+        .request(
+            "sfu_subscribe",
+            json!({"room": "call", "track": "TR404", "enabled": false}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadRequest);
     b.client.leave("call").await.unwrap();
     let ok = run_until(&mut [&mut a], Duration::from_secs(10), |m| {
         m[0].tracks.is_empty()
