@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 import aioice.ice
 import websockets
@@ -49,6 +50,8 @@ class Participant:
         self.messages = []
         self.own_offer_id = None
         self.channel = None
+        # Negotiation steps run one at a time (own offer + its answer, server offers).
+        self.negotiating = asyncio.Lock()
 
     async def request(self, kind, **body):
         rid = self.next_id
@@ -80,27 +83,30 @@ class Participant:
             elif msg["type"] == "ping":
                 await self.ws.send('{"type":"pong"}')
             else:
-                asyncio.create_task(self.on_push(msg))
+                # A server offer read before the reply to our own offer was voided by it.
+                voided = msg["type"] == "sfu_offer" and self.own_offer_id is not None
+                asyncio.create_task(self.on_push(msg, voided))
 
-    async def on_push(self, msg):
+    async def on_push(self, msg, voided):
         try:
-            await self.handle_push(msg)
+            await self.handle_push(msg, voided)
         except Exception as e:  # noqa: BLE001
             if self.pc.connectionState != "closed":
                 print(f"# push {msg['type']} failed: {e!r}")
 
-    async def handle_push(self, msg):
+    async def handle_push(self, msg, voided):
         if msg["type"] == "tracks":
             self.tracks_push = msg["tracks"]
-        elif msg["type"] == "sfu_offer" and self.own_offer_id is None:
-            await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-            await self.request(
-                "sfu_answer",
-                room="call",
-                sdp=self.pc.localDescription.sdp,
-                revision=msg["revision"],
-            )
+        elif msg["type"] == "sfu_offer" and not voided:
+            async with self.negotiating:
+                await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+                await self.request(
+                    "sfu_answer",
+                    room="call",
+                    sdp=self.pc.localDescription.sdp,
+                    revision=msg["revision"],
+                )
 
     async def consume(self, track):
         try:
@@ -128,9 +134,11 @@ class Participant:
         if self.publish:
             self.pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
             self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        reply = await self.request("sfu_offer", room="call", sdp=self.pc.localDescription.sdp)
-        await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        async with self.negotiating:
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            sdp = self.pc.localDescription.sdp
+            reply = await self.request("sfu_offer", room="call", sdp=sdp)
+            await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
 
     async def close(self):
         await self.pc.close()
@@ -182,7 +190,14 @@ async def main(tandem):
         check(
             "an aiortc subscriber decodes an aiortc publisher's video and audio via the SFU",
             ok,
-            f"frames {b.frames}, tracks {b.tracks_push}",
+            f"frames {b.frames}, tracks {b.tracks_push}, a {a.pc.connectionState} "
+            f"{a.pc.signalingState}, b {b.pc.connectionState} {b.pc.signalingState} "
+            f"{[t.currentDirection for t in b.pc.getTransceivers()]}, metrics "
+            + " ".join(
+                line
+                for line in urllib.request.urlopen(f"http://{addr}/metrics").read().decode().split("\n")
+                if line.startswith("tandem_sfu_") and not line.endswith(" 0")
+            ),
         )
         print(f"# aiortc subscriber: {b.frames}, video size {b.video_size}")
         check(

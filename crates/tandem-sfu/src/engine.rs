@@ -242,20 +242,9 @@ impl Engine {
         rid: &str,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let pid = *self.by_key.get(&(room, sid)).ok_or_else(|| {
-            SfuError::UnknownTrack("no media session in this room; send sfu_offer first".into())
-        })?;
-        let unknown =
-            || SfuError::UnknownTrack(format!("this session receives no track '{track}'"));
-        let id = track
-            .strip_prefix("TR")
-            .and_then(|n| n.parse().ok())
-            .map(TrackId)
-            .ok_or_else(unknown)?;
-        if !self.router.is_subscribed(pid, id) {
-            return Err(unknown());
-        }
-        let t = self.router.track(id).ok_or_else(unknown)?;
+        let pid = self.session(room, sid)?;
+        let id = self.subscribed_track(pid, track)?;
+        let t = self.router.track(id).expect("checked by subscribed_track");
         let Some(rid) = t.layers.iter().copied().find(|r| r.to_string() == rid) else {
             let layers: Vec<String> = t.layers.iter().map(|r| r.to_string()).collect();
             return Err(SfuError::UnknownTrack(format!(
@@ -609,6 +598,11 @@ impl Engine {
             return;
         };
         let p = &mut entry.participant;
+        // Server offers wait until ICE and DTLS are up: some clients (aiortc) do not
+        // start receivers added by a renegotiation during the DTLS handshake.
+        if !p.connected {
+            return;
+        }
         // Tracks that are gone were already unbound by `Router::leave`.
         let Some((revision, sdp)) = p.negotiate(|t| router.track(t).is_none()) else {
             return;
@@ -657,6 +651,8 @@ impl Engine {
             Event::Connected => {
                 if let Some(e) = self.entries.get_mut(&pid) {
                     e.participant.connected = true;
+                    // Offers wait for the connection (see `negotiate`).
+                    self.renegotiate.insert(pid);
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
