@@ -12,6 +12,9 @@ pub struct SfuConfig {
     pub enabled: bool,
     /// The one UDP socket all WebRTC traffic uses.
     pub udp_bind: SocketAddr,
+    /// Passive ICE-TCP for clients without UDP: a TCP listener on the UDP socket's IP
+    /// and port number (an ephemeral port when `udp_bind` has port 0).
+    pub ice_tcp: bool,
     /// Addresses put in ICE candidates (with the UDP port), e.g. the public IP of a
     /// host behind 1:1 NAT. Empty: the bind IP, or 127.0.0.1 when binding 0.0.0.0.
     pub advertise_ips: Vec<IpAddr>,
@@ -40,6 +43,7 @@ impl Default for SfuConfig {
         SfuConfig {
             enabled: false,
             udp_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7882),
+            ice_tcp: true,
             advertise_ips: Vec::new(),
             max_participants_per_room: 50,
             max_tracks_per_participant: 8,

@@ -9,6 +9,7 @@ use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
 use crate::sdp::{parse_answer, parse_offer};
 use crate::simulcast::{Decision, LayerSelector};
 use crate::speakers::SpeakerDetector;
+use crate::tcp::{self, TcpEvent};
 use crate::{Command, SfuError, Signal, Sink, TrackView};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 struct Entry {
     participant: Participant,
@@ -33,6 +35,8 @@ pub struct Engine {
     by_key: HashMap<(Arc<str>, Arc<str>), Pid>,
     /// Last participant that accepted traffic from a remote address (demux fast path).
     by_addr: HashMap<SocketAddr, Pid>,
+    /// Open ICE-TCP connections by remote address: the queue toward each.
+    tcp_out: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     next_pid: Pid,
     metrics: Arc<SfuMetrics>,
     /// Participants whose `Rtc` has output to poll.
@@ -63,6 +67,7 @@ impl Engine {
             entries: HashMap::new(),
             by_key: HashMap::new(),
             by_addr: HashMap::new(),
+            tcp_out: HashMap::new(),
             next_pid: 1,
             metrics,
             dirty: BTreeSet::new(),
@@ -74,10 +79,14 @@ impl Engine {
         }
     }
 
-    /// The local address str0m is told a datagram arrived on: the first candidate of
-    /// the sender's address family.
-    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
-        let c = &self.params.candidates;
+    /// The local address str0m is told a packet arrived on: the first candidate of
+    /// the protocol and the sender's address family.
+    fn destination_for(&self, proto: Protocol, source: SocketAddr) -> SocketAddr {
+        let c = if proto == Protocol::Tcp {
+            &self.params.tcp_candidates
+        } else {
+            &self.params.candidates
+        };
         c.iter()
             .find(|a| a.is_ipv4() == source.is_ipv4())
             .or(c.first())
@@ -422,8 +431,22 @@ impl Engine {
             .collect()
     }
 
-    /// A datagram arrived on the SFU socket.
-    pub fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// Something happened on an ICE-TCP connection.
+    pub fn tcp_event(&mut self, event: TcpEvent, now: Instant) {
+        match event {
+            TcpEvent::Connected(peer, tx) => {
+                self.tcp_out.insert(peer, tx);
+            }
+            TcpEvent::Frame(peer, packet) => self.receive(now, Protocol::Tcp, peer, &packet),
+            TcpEvent::Closed(peer) => {
+                self.tcp_out.remove(&peer);
+                self.by_addr.remove(&peer);
+            }
+        }
+    }
+
+    /// A datagram (UDP) or RFC 4571 frame (TCP) arrived.
+    pub fn receive(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
         self.metrics.packets_in.fetch_add(1, Relaxed);
         self.metrics.bytes_in.fetch_add(data.len() as u64, Relaxed);
         let Ok(contents) = data.try_into() else {
@@ -433,9 +456,9 @@ impl Engine {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
-                destination: self.destination_for(source),
+                destination: self.destination_for(proto, source),
                 contents,
             },
         );
@@ -528,7 +551,16 @@ impl Engine {
                 let Some(entry) = self.entries.get_mut(&pid) else {
                     continue;
                 };
-                let events = entry.participant.poll(socket);
+                let tcp_out = &self.tcp_out;
+                let mut send = |proto: Protocol, to: SocketAddr, bytes: &[u8]| match proto {
+                    Protocol::Udp => socket.try_send_to(bytes, to).is_ok(),
+                    Protocol::Tcp => tcp_out
+                        .get(&to)
+                        .zip(tcp::frame(bytes))
+                        .is_some_and(|(tx, f)| tx.try_send(f).is_ok()),
+                    _ => false,
+                };
+                let events = entry.participant.poll(&mut send);
                 for event in events {
                     self.on_event(pid, event, now);
                 }

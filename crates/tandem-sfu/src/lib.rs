@@ -21,6 +21,7 @@ pub mod router;
 pub mod sdp;
 pub mod simulcast;
 pub mod speakers;
+mod tcp;
 mod udp;
 
 pub use config::SfuConfig;
@@ -132,6 +133,7 @@ pub struct Sfu {
     commands: mpsc::Sender<Command>,
     local_addr: SocketAddr,
     candidates: Arc<[SocketAddr]>,
+    tcp_candidates: Arc<[SocketAddr]>,
     metrics: Arc<SfuMetrics>,
     policy: Arc<policy::RoomPolicy>,
 }
@@ -164,17 +166,39 @@ impl Sfu {
             config.auto_sfu_above,
             config.auto_mesh_at_or_below,
         ));
+        let (tcp_candidates, tcp_events) = if config.ice_tcp {
+            let port = if config.udp_bind.port() == 0 {
+                0
+            } else {
+                local_addr.port()
+            };
+            let listener =
+                tokio::net::TcpListener::bind(SocketAddr::new(config.udp_bind.ip(), port)).await?;
+            let tcp_port = listener.local_addr()?.port();
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            tokio::spawn(tcp::accept_loop(listener, tx));
+            let addrs: Vec<SocketAddr> = config
+                .candidate_ips(local_addr)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, tcp_port))
+                .collect();
+            (addrs, Some(rx))
+        } else {
+            (Vec::new(), None)
+        };
         let params = participant::RtcParams {
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             candidates: candidates.clone(),
+            tcp_candidates: tcp_candidates.clone(),
         };
         let engine = engine::Engine::new(config, params, metrics.clone());
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(udp::run(socket, engine, rx));
+        tokio::spawn(udp::run(socket, engine, rx, tcp_events));
         Ok(Sfu {
             commands: tx,
             local_addr,
             candidates: candidates.into(),
+            tcp_candidates: tcp_candidates.into(),
             metrics,
             policy,
         })
@@ -188,6 +212,11 @@ impl Sfu {
     /// The host candidates put in answers and offers.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
+    }
+
+    /// The passive ICE-TCP candidates (empty when `ice_tcp` is off).
+    pub fn tcp_candidates(&self) -> &[SocketAddr] {
+        &self.tcp_candidates
     }
 
     pub fn metrics(&self) -> &SfuMetrics {

@@ -16,8 +16,8 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::crypto::CryptoProvider;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 
 /// Why a participant's media session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +67,10 @@ pub struct Out {
 #[derive(Clone)]
 pub struct RtcParams {
     pub crypto: Arc<CryptoProvider>,
-    /// Host candidates (advertised IP + the UDP port).
+    /// UDP host candidates (advertised IP + the UDP port).
     pub candidates: Vec<SocketAddr>,
+    /// Passive TCP host candidates (advertised IP + the TCP port), if ICE-TCP is on.
+    pub tcp_candidates: Vec<SocketAddr>,
 }
 
 pub struct Participant {
@@ -113,6 +115,16 @@ impl Participant {
                 .build(now);
             for addr in &params.candidates {
                 if let Ok(c) = Candidate::host(*addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            for addr in &params.tcp_candidates {
+                let c = Candidate::builder()
+                    .tcp()
+                    .host(*addr)
+                    .tcptype(TcpType::Passive)
+                    .build();
+                if let Ok(c) = c {
                     rtc.add_local_candidate(c);
                 }
             }
@@ -284,9 +296,12 @@ impl Participant {
         catch_unwind(AssertUnwindSafe(|| self.rtc.accepts(input))).unwrap_or(false)
     }
 
-    /// Polls the `Rtc` until it asks for a timeout: datagrams go out on `socket`,
-    /// events are returned.
-    pub fn poll(&mut self, socket: &UdpSocket) -> Vec<Event> {
+    /// Polls the `Rtc` until it asks for a timeout: packets go out through `send`
+    /// (protocol, destination, bytes → sent), events are returned.
+    pub fn poll(
+        &mut self,
+        send: &mut dyn FnMut(Protocol, SocketAddr, &[u8]) -> bool,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let metrics = self.metrics.clone();
         let mut next = None;
@@ -297,14 +312,11 @@ impl Participant {
             match rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     let bytes: &[u8] = &t.contents;
-                    match socket.try_send_to(bytes, t.destination) {
-                        Ok(n) => {
-                            metrics.packets_out.fetch_add(1, Relaxed);
-                            metrics.bytes_out.fetch_add(n as u64, Relaxed);
-                        }
-                        Err(_) => {
-                            metrics.send_drops.fetch_add(1, Relaxed);
-                        }
+                    if send(t.proto, t.destination, bytes) {
+                        metrics.packets_out.fetch_add(1, Relaxed);
+                        metrics.bytes_out.fetch_add(bytes.len() as u64, Relaxed);
+                    } else {
+                        metrics.send_drops.fetch_add(1, Relaxed);
                     }
                 }
                 Ok(Output::Timeout(t)) => {

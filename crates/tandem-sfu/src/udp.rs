@@ -4,15 +4,22 @@
 //! from the earliest one any `Rtc` asked for.
 
 use crate::engine::Engine;
+use crate::tcp::TcpEvent;
 use crate::Command;
 use std::time::{Duration, Instant};
+use str0m::net::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Most datagrams read in one go before the engine settles.
 const READ_BATCH: usize = 64;
 
-pub async fn run(socket: UdpSocket, mut engine: Engine, mut commands: mpsc::Receiver<Command>) {
+pub(crate) async fn run(
+    socket: UdpSocket,
+    mut engine: Engine,
+    mut commands: mpsc::Receiver<Command>,
+    mut tcp: Option<mpsc::Receiver<TcpEvent>>,
+) {
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -24,14 +31,14 @@ pub async fn run(socket: UdpSocket, mut engine: Engine, mut commands: mpsc::Rece
                 match received {
                     Ok((n, source)) => {
                         let now = Instant::now();
-                        engine.receive(now, source, &buf[..n]);
+                        engine.receive(now, Protocol::Udp, source, &buf[..n]);
                         engine.settle(&socket, now);
                         for _ in 1..READ_BATCH {
                             let Ok((n, source)) = socket.try_recv_from(&mut buf) else {
                                 break;
                             };
                             let now = Instant::now();
-                            engine.receive(now, source, &buf[..n]);
+                            engine.receive(now, Protocol::Udp, source, &buf[..n]);
                             engine.settle(&socket, now);
                         }
                     }
@@ -42,6 +49,11 @@ pub async fn run(socket: UdpSocket, mut engine: Engine, mut commands: mpsc::Rece
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 engine.command(command, Instant::now());
+            }
+            Some(event) = async { tcp.as_mut()?.recv().await } => {
+                let now = Instant::now();
+                engine.tcp_event(event, now);
+                engine.settle(&socket, now);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }

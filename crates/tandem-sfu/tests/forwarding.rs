@@ -46,7 +46,10 @@ struct Member {
 
 impl Member {
     async fn join(sfu: &Sfu, sid: &'static str, tag: u8, publish: bool) -> Member {
-        let mut peer = Peer::new(tag);
+        Self::join_with(sfu, sid, Peer::new(tag), publish).await
+    }
+
+    async fn join_with(sfu: &Sfu, sid: &'static str, mut peer: Peer, publish: bool) -> Member {
         let offer = if publish {
             peer.offer_publish()
         } else {
@@ -528,6 +531,53 @@ async fn selective_subscription_and_mute() {
     );
     let e = sfu.set_muted("room", "CX", "0", true).await.unwrap_err();
     assert!(matches!(e, SfuError::UnknownTrack(_)), "no session: {e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_udp_connects_over_ice_tcp() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    assert_eq!(sfu.tcp_candidates().len(), 1);
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut t = Member::join_with(&sfu, "CT", Peer::new_tcp_only(0x7C), true).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut t],
+        Duration::from_secs(15),
+        true,
+        |m| {
+            m[1].peer.got_from(MediaKind::Video, 0xA1) >= 5
+                && m[0].peer.got_from(MediaKind::Video, 0x7C) >= 5
+                && m[0].peer.got_from(MediaKind::Audio, 0x7C) >= 5
+        },
+    )
+    .await;
+    assert!(
+        ok,
+        "tcp peer got {} video from a; a got {} video / {} audio from it; connected {}",
+        t.peer.got_from(MediaKind::Video, 0xA1),
+        a.peer.got_from(MediaKind::Video, 0x7C),
+        a.peer.got_from(MediaKind::Audio, 0x7C),
+        t.peer.connected
+    );
+    assert!(t.peer.uses_tcp(), "the media went over TCP");
+}
+
+#[tokio::test]
+async fn ice_tcp_can_be_turned_off() {
+    let sfu = Sfu::start(SfuConfig {
+        ice_tcp: false,
+        ..config()
+    })
+    .await
+    .unwrap();
+    assert!(sfu.tcp_candidates().is_empty());
+    let mut p = Peer::new(1);
+    let (sink, _rx) = sink();
+    let answer = sfu
+        .offer("room", "CX", p.offer_publish(), HashMap::new(), sink)
+        .await
+        .unwrap();
+    assert!(!answer.contains(" tcp "), "no TCP candidate: {answer}");
 }
 
 #[tokio::test]

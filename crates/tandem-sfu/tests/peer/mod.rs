@@ -5,14 +5,15 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// A VP8 keyframe-looking payload (key frame bit clear, start code 9d 01 2a, 640x480).
@@ -54,7 +55,15 @@ pub struct Peer {
     pub channels: HashMap<String, ChannelId>,
     /// Data channel messages received: (label, text).
     pub messages: Vec<(String, String)>,
+    /// ICE-TCP only (no UDP candidate): the connection to the server's passive
+    /// candidate, opened on the first TCP transmit, and unparsed bytes read from it.
+    tcp_only: bool,
+    tcp: Option<(SocketAddr, TcpStream)>,
+    tcp_buf: Vec<u8>,
 }
+
+/// The address an active ICE-TCP candidate announces (port 9, RFC 6544).
+const TCP_ACTIVE: &str = "127.0.0.1:9";
 
 impl Peer {
     pub fn new(tag: u8) -> Peer {
@@ -84,7 +93,88 @@ impl Peer {
             audio_level: None,
             channels: HashMap::new(),
             messages: Vec::new(),
+            tcp_only: false,
+            tcp: None,
+            tcp_buf: Vec::new(),
         }
+    }
+
+    /// A peer that can only use ICE-TCP (as behind a firewall that blocks UDP).
+    pub fn new_tcp_only(tag: u8) -> Peer {
+        let mut p = Peer::new(tag);
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .build(now);
+        let active = Candidate::builder()
+            .tcp()
+            .host(TCP_ACTIVE.parse().unwrap())
+            .tcptype(TcpType::Active)
+            .build()
+            .unwrap();
+        rtc.add_local_candidate(active);
+        p.rtc = rtc;
+        p.tcp_only = true;
+        p
+    }
+
+    /// Whether this peer's media goes over TCP (connected to the server over TCP).
+    pub fn uses_tcp(&self) -> bool {
+        self.tcp.is_some()
+    }
+
+    fn tcp_send(&mut self, to: SocketAddr, packet: &[u8]) {
+        if self.tcp.as_ref().map(|(a, _)| *a) != Some(to) {
+            let Ok(stream) = TcpStream::connect(to) else {
+                return;
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_millis(2)))
+                .unwrap();
+            stream.set_nodelay(true).unwrap();
+            self.tcp = Some((to, stream));
+        }
+        let (_, stream) = self.tcp.as_mut().unwrap();
+        let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(packet);
+        let _ = stream.write_all(&frame);
+    }
+
+    /// Reads what arrived on the TCP connection and feeds whole frames to the `Rtc`.
+    fn tcp_read(&mut self) -> bool {
+        let Some((server, stream)) = self.tcp.as_mut() else {
+            std::thread::sleep(Duration::from_millis(2));
+            return false;
+        };
+        let server = *server;
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => self.tcp_buf.extend_from_slice(&buf[..n]),
+            _ => return false,
+        }
+        while self.tcp_buf.len() >= 2 {
+            let len = u16::from_be_bytes([self.tcp_buf[0], self.tcp_buf[1]]) as usize;
+            if self.tcp_buf.len() < 2 + len {
+                break;
+            }
+            let packet: Vec<u8> = self.tcp_buf.drain(..2 + len).skip(2).collect();
+            let Ok(contents) = packet.as_slice().try_into() else {
+                continue;
+            };
+            let input = Input::Receive(
+                Instant::now(),
+                Receive {
+                    proto: Protocol::Tcp,
+                    source: server,
+                    destination: TCP_ACTIVE.parse().unwrap(),
+                    contents,
+                },
+            );
+            if self.rtc.accepts(&input) {
+                self.rtc.handle_input(input).expect("tcp input ok");
+            }
+        }
+        true
     }
 
     /// An offer that publishes one audio and one video track.
@@ -135,6 +225,14 @@ impl Peer {
             if now >= until {
                 return;
             }
+            if self.tcp_only {
+                if !self.tcp_read() {
+                    self.rtc
+                        .handle_input(Input::Timeout(Instant::now()))
+                        .expect("timeout ok");
+                }
+                continue;
+            }
             match self.socket.recv_from(&mut buf) {
                 Ok((n, source)) => {
                     let Ok(contents) = buf[..n].try_into() else {
@@ -167,7 +265,12 @@ impl Peer {
             match self.rtc.poll_output().expect("poll ok") {
                 Output::Timeout(_) => return,
                 Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
+                    if t.proto == Protocol::Tcp {
+                        let packet = t.contents.to_vec();
+                        self.tcp_send(t.destination, &packet);
+                    } else {
+                        let _ = self.socket.send_to(&t.contents, t.destination);
+                    }
                 }
                 Output::Event(e) => match e {
                     Event::Connected => self.connected = true,
