@@ -52,6 +52,7 @@ class Participant:
         self.channel = None
         # Negotiation steps run one at a time (own offer + its answer, server offers).
         self.negotiating = asyncio.Lock()
+        self.closing = False
 
     async def request(self, kind, **body):
         rid = self.next_id
@@ -91,7 +92,7 @@ class Participant:
         try:
             await self.handle_push(msg, voided)
         except Exception as e:  # noqa: BLE001
-            if self.pc.connectionState != "closed":
+            if not self.closing:
                 print(f"# push {msg['type']} failed: {e!r}")
 
     async def handle_push(self, msg, voided):
@@ -141,6 +142,7 @@ class Participant:
             await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
 
     async def close(self):
+        self.closing = True
         await self.pc.close()
         await self.ws.close()
 

@@ -193,31 +193,43 @@ try {
   await open('sim-pub', { publish: true, simulcast: true });
   const viewer = await open('sim-viewer', { publish: false });
   const videoWidth = (s) => s.inbound.find((r) => r.kind === 'video' && r.framesDecoded > 0)?.width ?? 0;
-  const lowRes = await until('low layer', 30000, async () => {
-    const s = await viewer.evaluate(() => window.sfuTest.stats());
+  const viewerStats = () => viewer.evaluate(() => window.sfuTest.stats());
+  const first = await until('first video', 30000, async () => {
+    const s = await viewerStats();
     return { ok: videoWidth(s) > 0 && s.tracks.some((t) => t.kind === 'video'), s };
   });
-  const simTrack = lowRes.s?.tracks.find((t) => t.kind === 'video');
+  const simTrack = first.s?.tracks.find((t) => t.kind === 'video');
   check(
-    'a simulcast track lists its layers and starts on the first one',
-    lowRes.ok && JSON.stringify(simTrack?.layers) === '["q","h","f"]' && videoWidth(lowRes.s) <= 400,
-    { width: lowRes.s && videoWidth(lowRes.s), track: simTrack },
+    'a simulcast track lists its layers (q/h/f) and is decoded',
+    first.ok && JSON.stringify(simTrack?.layers) === '["q","h","f"]',
+    { width: first.s && videoWidth(first.s), track: simTrack },
   );
-  const low = lowRes.s ? videoWidth(lowRes.s) : 0;
+  // Without a request, the layer follows the subscriber's bandwidth estimate: on
+  // loopback it grows, and the subscriber moves up from the q layer (320 wide).
+  const t0 = Date.now();
+  const auto = await until('automatic upgrade', 40000, async () => {
+    const w = videoWidth(await viewerStats());
+    return { ok: w >= 640, width: w };
+  });
+  check('the bandwidth estimate moves the subscriber up to a larger layer', auto.ok, auto);
+  console.log(`# automatic layer: ${first.s && videoWidth(first.s)} wide at first, ${auto.width} after ${Date.now() - t0} ms`);
   if (simTrack) {
-    await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'f'), [simTrack.id]);
-    const high = await until('high layer', 30000, async () => {
-      const s = await viewer.evaluate(() => window.sfuTest.stats());
-      return { ok: videoWidth(s) >= 2 * low, width: videoWidth(s) };
-    });
-    check('sfu_layer f switches the subscriber to the full-size layer', high.ok, { low, high: high.width });
-    console.log(`# simulcast widths: q ${low}, f ${high.width}`);
-    await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'q'), [simTrack.id]);
-    const back = await until('back to low layer', 30000, async () => {
-      const s = await viewer.evaluate(() => window.sfuTest.stats());
-      return { ok: videoWidth(s) === low, width: videoWidth(s) };
-    });
-    check('sfu_layer q switches back down', back.ok, { low, now: back.width });
+    const pin = async (rid, want, label) => {
+      await viewer.evaluate(([id, r]) => window.sfuTest.layer(id, r), [simTrack.id, rid]);
+      const r = await until(label, 30000, async () => {
+        const w = videoWidth(await viewerStats());
+        return { ok: w === want, width: w };
+      });
+      check(label, r.ok, { want, now: r.width });
+      // Pinned: it stays there.
+      await sleep(2500);
+      const w = videoWidth(await viewerStats());
+      check(`${label}, and stays there`, w === want, { want, now: w });
+    };
+    await pin('q', 320, 'sfu_layer q pins the small layer');
+    await pin('f', 1280, 'sfu_layer f pins the full-size layer');
+    const back = await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'auto').then(() => 'ok', (e) => e.message), [simTrack.id]);
+    check('sfu_layer auto returns to automatic choice', back === 'ok', back);
     const bad = await viewer.evaluate(([id]) => window.sfuTest.layer(id, 'x').then(() => 'ok', (e) => e.message), [simTrack.id]);
     check('an unknown layer is bad_request', bad.startsWith('bad_request'), bad);
   }

@@ -2,6 +2,7 @@
 //! on each signaling command, datagram, timeout and str0m event. Driven by `udp`;
 //! everything here is synchronous.
 
+use crate::allocation::{allocate, LayerRates, TrackLayers};
 use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
 use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
@@ -47,10 +48,18 @@ pub struct Engine {
     layers: HashMap<(Pid, TrackId), LayerSelector>,
     /// (subscriber, track) pairs the subscriber turned off.
     paused: HashSet<(Pid, TrackId)>,
+    /// (subscriber, track) pairs whose layer the subscriber chose (no automatic choice).
+    pinned: HashSet<(Pid, TrackId)>,
+    /// Measured bitrate of every incoming simulcast layer.
+    rates: LayerRates,
+    next_allocation: Instant,
     /// Audio levels per room, and the active speakers last pushed there.
     speakers: HashMap<Arc<str>, (SpeakerDetector, Vec<String>)>,
     next_speaker_check: Instant,
 }
+
+/// How often simulcast layers are re-allocated from bandwidth estimates.
+const ALLOCATION_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// How often active speakers are re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
@@ -74,6 +83,9 @@ impl Engine {
             renegotiate: BTreeSet::new(),
             layers: HashMap::new(),
             paused: HashSet::new(),
+            pinned: HashSet::new(),
+            rates: LayerRates::default(),
+            next_allocation: Instant::now(),
             speakers: HashMap::new(),
             next_speaker_check: Instant::now(),
         }
@@ -254,6 +266,10 @@ impl Engine {
         let pid = self.session(room, sid)?;
         let id = self.subscribed_track(pid, track)?;
         let t = self.router.track(id).expect("checked by subscribed_track");
+        if rid == "auto" && !t.layers.is_empty() {
+            self.pinned.remove(&(pid, id));
+            return Ok(());
+        }
         let Some(rid) = t.layers.iter().copied().find(|r| r.to_string() == rid) else {
             let layers: Vec<String> = t.layers.iter().map(|r| r.to_string()).collect();
             return Err(SfuError::UnknownTrack(format!(
@@ -274,6 +290,7 @@ impl Engine {
         if selector.set_target(rid) {
             self.ask_keyframe(owner, mid, Some(rid), KeyframeRequestKind::Pli, now);
         }
+        self.pinned.insert((pid, id));
         Ok(())
     }
 
@@ -407,6 +424,11 @@ impl Engine {
             .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         self.paused
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
+        self.pinned
+            .retain(|(sub, track)| *sub != pid && !gone.contains(track));
+        for track in &gone {
+            self.rates.forget(*track);
+        }
         for peer in self.router_peers_of_room(&p.room) {
             // Unopened subscriptions to the removed tracks are dropped in negotiate.
             self.renegotiate.insert(peer);
@@ -504,11 +526,69 @@ impl Engine {
                 next = next.min(p.created + connect_timeout);
             }
         }
+        if now >= self.next_allocation {
+            self.next_allocation = now + ALLOCATION_INTERVAL;
+            self.allocate_layers(now);
+        }
         if now >= self.next_speaker_check {
             self.next_speaker_check = now + SPEAKER_INTERVAL;
             self.push_speakers(now);
         }
         next.min(self.next_speaker_check)
+    }
+
+    /// For every subscriber: asks its bandwidth estimator to probe up to what its
+    /// simulcast tracks could use, and picks each unpinned track's layer from the
+    /// estimate (switching on the next keyframe of that layer).
+    fn allocate_layers(&mut self, now: Instant) {
+        let pids: Vec<Pid> = self.entries.keys().copied().collect();
+        for pid in pids {
+            let mut desired = 0;
+            let mut tracks = Vec::new();
+            for (t, mid) in self.router.subscriptions(pid) {
+                if t.layers.is_empty() || mid.is_none() || self.paused.contains(&(pid, t.id)) {
+                    continue;
+                }
+                let layers: Vec<(Rid, u64)> = t
+                    .layers
+                    .iter()
+                    .filter_map(|r| Some((*r, self.rates.rate(t.id, *r, now)?)))
+                    .collect();
+                desired += layers.iter().map(|(_, rate)| *rate).max().unwrap_or(0);
+                if !self.pinned.contains(&(pid, t.id)) {
+                    let current = self.layers.get(&(pid, t.id)).and_then(|s| s.target());
+                    tracks.push(TrackLayers {
+                        track: t.id,
+                        layers,
+                        current,
+                    });
+                }
+            }
+            let Some(entry) = self.entries.get_mut(&pid) else {
+                continue;
+            };
+            if desired > 0 {
+                // Headroom over the top layers, so probing can prove they fit.
+                entry.participant.set_desired_bitrate(desired + desired / 4);
+                self.dirty.insert(pid);
+            }
+            let Some(estimate) = entry.participant.estimate_bps else {
+                continue;
+            };
+            for (track, rid) in allocate(estimate, &tracks) {
+                let Some(t) = self.router.track(track) else {
+                    continue;
+                };
+                let (owner, mid, first) = (t.owner, t.mid, t.layers.first().copied());
+                let selector = self
+                    .layers
+                    .entry((pid, track))
+                    .or_insert_with(|| LayerSelector::new(first));
+                if selector.set_target(rid) {
+                    self.ask_keyframe(owner, mid, Some(rid), KeyframeRequestKind::Pli, now);
+                }
+            }
+        }
     }
 
     /// Pushes `ActiveSpeakers` to a room's participants when its list changed.
@@ -740,6 +820,9 @@ impl Engine {
                     .track(track)
                     .and_then(|t| t.layers.first().copied());
                 let keyframe = data.is_keyframe();
+                if let Some(rid) = data.rid {
+                    self.rates.on_frame(track, rid, data.data.len(), now);
+                }
                 if let Some(level) = data.ext_vals.audio_level {
                     if let Some(e) = self.entries.get(&pid) {
                         let room = e.participant.room.clone();
@@ -800,6 +883,11 @@ impl Engine {
                 }
             }
             Event::ChannelData(d) => self.relay_data(pid, d),
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                if let Some(e) = self.entries.get_mut(&pid) {
+                    e.participant.estimate_bps = Some(estimate.as_u64());
+                }
+            }
             Event::KeyframeRequest(req) => {
                 let Some(track) = self.router.source(pid, req.mid) else {
                     return;

@@ -11,6 +11,7 @@
 //! signaling commands and receives pushes ([`Signal`]) through a per-participant
 //! callback ([`Sink`]). This crate knows nothing about WebSockets or the wire format.
 
+pub mod allocation;
 pub mod config;
 mod engine;
 mod error;

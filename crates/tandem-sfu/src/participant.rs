@@ -19,6 +19,9 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Ri
 use str0m::net::{Protocol, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
+/// Bandwidth estimate a subscriber starts from, in kbit/s.
+pub const INITIAL_BWE_KBPS: u64 = 300;
+
 /// Why a participant's media session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -85,6 +88,8 @@ pub struct Participant {
     pub meta: HashMap<String, TrackMeta>,
     pub created: Instant,
     pub connected: bool,
+    /// Latest TWCC bandwidth estimate toward this participant, in bit/s.
+    pub estimate_bps: Option<u64>,
     pub ended: Option<Ended>,
     pub next_timeout: Instant,
     /// Open data channels by label, and back.
@@ -112,6 +117,8 @@ impl Participant {
                 .enable_opus(true, false)
                 .enable_vp8(true)
                 .enable_h264(true)
+                // TWCC bandwidth estimation toward this participant (see `allocation`).
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_BWE_KBPS)))
                 .build(now);
             for addr in &params.candidates {
                 if let Ok(c) = Candidate::host(*addr, "udp") {
@@ -145,6 +152,7 @@ impl Participant {
             meta: HashMap::new(),
             created: now,
             connected: false,
+            estimate_bps: None,
             ended: None,
             next_timeout: now,
             keyframe_asked: HashMap::new(),
@@ -391,6 +399,11 @@ impl Participant {
         } else {
             false
         }
+    }
+
+    /// Tells the bandwidth estimator how much it should try to discover.
+    pub fn set_desired_bitrate(&mut self, bps: u64) {
+        self.guard(|rtc| rtc.bwe().set_desired_bitrate(str0m::bwe::Bitrate::bps(bps)));
     }
 
     pub fn channel_opened(&mut self, id: ChannelId, label: String) {
