@@ -28,6 +28,9 @@ pub struct SfuConfig {
     pub max_sdp_bytes: usize,
     /// Fewest milliseconds between two keyframe requests sent to one publisher track.
     pub keyframe_request_interval_ms: u64,
+    /// Most bitrate a publisher should send per video track, in kbit/s (told with
+    /// REMB every second; browsers cap their encoders to it).
+    pub max_video_bitrate_kbps: u64,
     /// Largest data channel message relayed to the room; larger ones are dropped.
     pub max_data_message_bytes: usize,
     /// Room media policy: `mesh`, `sfu` or `auto` (mesh until the room grows).
@@ -51,6 +54,7 @@ impl Default for SfuConfig {
             max_sdp_bytes: 32 * 1024,
             keyframe_request_interval_ms: 500,
             max_data_message_bytes: 64 * 1024,
+            max_video_bitrate_kbps: 2500,
             policy: PolicyKind::Auto,
             auto_sfu_above: 4,
             auto_mesh_at_or_below: 2,
@@ -72,6 +76,9 @@ impl SfuConfig {
         }
         if self.max_sdp_bytes < 1024 {
             return Err("sfu.max_sdp_bytes must be at least 1024".into());
+        }
+        if self.max_video_bitrate_kbps < 30 {
+            return Err("sfu.max_video_bitrate_kbps must be at least 30".into());
         }
         if self.auto_mesh_at_or_below >= self.auto_sfu_above {
             return Err(format!(

@@ -542,6 +542,7 @@ impl Engine {
     /// estimate (switching on the next keyframe of that layer).
     fn allocate_layers(&mut self, now: Instant) {
         let pids: Vec<Pid> = self.entries.keys().copied().collect();
+        self.cap_publishers(&pids);
         for pid in pids {
             let mut desired = 0;
             let mut tracks = Vec::new();
@@ -587,6 +588,30 @@ impl Engine {
                 if selector.set_target(rid) {
                     self.ask_keyframe(owner, mid, Some(rid), KeyframeRequestKind::Pli, now);
                 }
+            }
+        }
+    }
+
+    /// Tells every publisher the most it may send per video track (REMB).
+    fn cap_publishers(&mut self, pids: &[Pid]) {
+        let cap = self.config.max_video_bitrate_kbps * 1000;
+        for pid in pids {
+            let videos: Vec<(str0m::media::Mid, Vec<Rid>)> = self
+                .router
+                .published(*pid)
+                .into_iter()
+                .filter(|t| t.kind == MediaKind::Video && !t.muted)
+                .map(|t| (t.mid, t.layers.clone()))
+                .collect();
+            let Some(e) = self.entries.get_mut(pid) else {
+                continue;
+            };
+            let mut sent = false;
+            for (mid, rids) in videos {
+                sent |= e.participant.cap_bitrate(mid, &rids, cap);
+            }
+            if sent {
+                self.dirty.insert(*pid);
             }
         }
     }

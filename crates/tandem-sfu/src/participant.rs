@@ -401,6 +401,28 @@ impl Participant {
         }
     }
 
+    /// Asks the publisher to send at most `bps` on its incoming m-line `mid` (REMB on
+    /// each of the track's streams).
+    pub fn cap_bitrate(&mut self, mid: Mid, rids: &[Rid], bps: u64) -> bool {
+        let sent = self.guard(|rtc| {
+            let mut api = rtc.direct_api();
+            let mut any = false;
+            let rids: Vec<Option<Rid>> = if rids.is_empty() {
+                vec![None]
+            } else {
+                rids.iter().copied().map(Some).collect()
+            };
+            for rid in rids {
+                if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
+                    stream.request_remb(str0m::bwe::Bitrate::bps(bps));
+                    any = true;
+                }
+            }
+            any
+        });
+        sent == Some(true)
+    }
+
     /// Tells the bandwidth estimator how much it should try to discover.
     pub fn set_desired_bitrate(&mut self, bps: u64) {
         self.guard(|rtc| rtc.bwe().set_desired_bitrate(str0m::bwe::Bitrate::bps(bps)));

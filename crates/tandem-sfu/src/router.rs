@@ -298,6 +298,19 @@ impl Router {
         Ok(Some((id, subs)))
     }
 
+    /// The tracks `pid` publishes.
+    pub fn published(&self, pid: Pid) -> Vec<&Track> {
+        self.members
+            .get(&pid)
+            .map(|m| {
+                m.published
+                    .iter()
+                    .filter_map(|t| self.tracks.get(t))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether `sub` subscribes to `track`.
     pub fn is_subscribed(&self, sub: Pid, track: TrackId) -> bool {
         self.members

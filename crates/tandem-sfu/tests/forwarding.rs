@@ -562,6 +562,24 @@ async fn a_peer_without_udp_connects_over_ice_tcp() {
     assert!(t.peer.uses_tcp(), "the media went over TCP");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_are_told_the_video_bitrate_cap() {
+    let sfu = Sfu::start(SfuConfig {
+        max_video_bitrate_kbps: 300,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(5), true, |m| {
+        m[0].peer.remb.is_some()
+    })
+    .await;
+    assert!(ok, "a REMB arrives");
+    let remb = a.peer.remb.unwrap();
+    assert!((250_000..=300_000).contains(&remb), "cap {remb}");
+}
+
 #[tokio::test]
 async fn ice_tcp_can_be_turned_off() {
     let sfu = Sfu::start(SfuConfig {

@@ -55,6 +55,8 @@ pub struct Peer {
     pub channels: HashMap<String, ChannelId>,
     /// Data channel messages received: (label, text).
     pub messages: Vec<(String, String)>,
+    /// The latest REMB bitrate cap the remote sent, in bit/s.
+    pub remb: Option<u64>,
     /// ICE-TCP only (no UDP candidate): the connection to the server's passive
     /// candidate, opened on the first TCP transmit, and unparsed bytes read from it.
     tcp_only: bool,
@@ -93,6 +95,7 @@ impl Peer {
             audio_level: None,
             channels: HashMap::new(),
             messages: Vec::new(),
+            remb: None,
             tcp_only: false,
             tcp: None,
             tcp_buf: Vec::new(),
@@ -285,6 +288,11 @@ impl Peer {
                     }
                     Event::ChannelOpen(id, label) => {
                         self.channels.insert(label, id);
+                    }
+                    Event::EgressBitrateEstimate(str0m::bwe::BweKind::Remb {
+                        estimate, ..
+                    }) => {
+                        self.remb = Some(estimate.as_u64());
                     }
                     Event::ChannelData(d) => {
                         let label = self
