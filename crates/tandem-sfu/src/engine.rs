@@ -484,11 +484,11 @@ impl Engine {
                 contents,
             },
         );
-        let cached = self
-            .by_addr
-            .get(&source)
-            .copied()
-            .filter(|pid| self.entries[pid].participant.accepts(&input));
+        let cached = self.by_addr.get(&source).copied().filter(|pid| {
+            self.entries
+                .get(pid)
+                .is_some_and(|e| e.participant.accepts(&input))
+        });
         let pid = cached.or_else(|| {
             self.entries
                 .iter()
