@@ -22,6 +22,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// The SFU (experimental; see docs/sfu.md).
     pub sfu: tandem_sfu::SfuConfig,
+    /// The built-in STUN/TURN server (see docs/turn.md).
+    pub turn: tandem_turn::TurnConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,8 +33,8 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Where SQLite history lives.
     pub data_dir: PathBuf,
-    /// Directory with `app/`, `sdk/`, `examples/` for the demo app. Defaults to `web`
-    /// under the current directory when it exists.
+    /// Directory with `app/`, `sdk/`, `examples/` to serve instead of the copy of `web/`
+    /// embedded in the binary at build time.
     pub web_dir: Option<PathBuf>,
     /// Origins allowed to open WebSockets, e.g. `https://app.example.com`; `*` allows any.
     /// Same-origin pages and clients sending no Origin (non-browsers) are always allowed.
@@ -291,6 +293,11 @@ impl Config {
             }
         }
         self.sfu.validate().map_err(ConfigError)?;
+        if self.turn.enabled {
+            self.turn
+                .validate()
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
         for origin in &self.server.allowed_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError(format!(
@@ -422,5 +429,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("address"), "{e}");
+        let e = Config::load(
+            &Overrides::default(),
+            env(&[("TANDEM_TURN__ENABLED", "true")]),
+        )
+        .unwrap_err();
+        assert!(e.0.starts_with("turn:"), "{e}");
+    }
+
+    #[test]
+    fn turn_section_from_env() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[
+                ("TANDEM_TURN__ENABLED", "true"),
+                ("TANDEM_TURN__SECRET", "turn-secret"),
+                ("TANDEM_TURN__PUBLIC_IP", "203.0.113.5"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.turn.enabled);
+        assert_eq!(c.turn.secret.as_deref(), Some("turn-secret"));
+        assert_eq!(c.turn.udp_bind.unwrap().port(), 3478);
     }
 }

@@ -17,6 +17,21 @@ use tandem_protocol::{
 
 pub type HubError = (ErrorCode, String);
 
+fn not_joined(room: &str) -> HubError {
+    (ErrorCode::NotJoined, format!("not joined to room '{room}'"))
+}
+
+/// Drops a room that has no participants left.
+fn remove_if_empty(rooms: &mut HashMap<Arc<str>, Room>, room_name: &str) {
+    if rooms
+        .get(room_name)
+        .is_some_and(|r| r.participants.is_empty())
+    {
+        rooms.remove(room_name);
+        METRICS.rooms.fetch_sub(1, Relaxed);
+    }
+}
+
 struct Participant {
     info: ParticipantInfo,
     handle: SessionHandle,
@@ -224,19 +239,11 @@ impl Hub {
         reason: LeaveReason,
     ) -> Result<(), HubError> {
         let mut rooms = self.rooms.lock().expect("hub lock");
-        let not_joined = || {
-            (
-                ErrorCode::NotJoined,
-                format!("not joined to room '{room_name}'"),
-            )
-        };
+        let not_joined = || not_joined(room_name);
         let room = rooms.get_mut(room_name).ok_or_else(not_joined)?;
         let index = room.position(session_id).ok_or_else(not_joined)?;
         room.remove_at(&Arc::from(room_name), index, reason, false);
-        if room.participants.is_empty() {
-            rooms.remove(room_name);
-            METRICS.rooms.fetch_sub(1, Relaxed);
-        }
+        remove_if_empty(&mut rooms, room_name);
         Ok(())
     }
 
@@ -247,12 +254,7 @@ impl Hub {
         metadata: Box<RawValue>,
     ) -> Result<(), HubError> {
         let mut rooms = self.rooms.lock().expect("hub lock");
-        let not_joined = || {
-            (
-                ErrorCode::NotJoined,
-                format!("not joined to room '{room_name}'"),
-            )
-        };
+        let not_joined = || not_joined(room_name);
         let room = rooms.get_mut(room_name).ok_or_else(not_joined)?;
         let index = room.position(session_id).ok_or_else(not_joined)?;
         room.participants[index].info.metadata = metadata;
@@ -273,12 +275,7 @@ impl Hub {
         data: &RawValue,
     ) -> Result<(), HubError> {
         let rooms = self.rooms.lock().expect("hub lock");
-        let not_joined = || {
-            (
-                ErrorCode::NotJoined,
-                format!("not joined to room '{room_name}'"),
-            )
-        };
+        let not_joined = || not_joined(room_name);
         let room = rooms.get(room_name).ok_or_else(not_joined)?;
         room.position(from.id).ok_or_else(not_joined)?;
         let target = room
@@ -323,10 +320,7 @@ impl Hub {
                 format!("no participant '{identity}' in room '{room_name}'"),
             ));
         }
-        if room.participants.is_empty() {
-            rooms.remove(room_name);
-            METRICS.rooms.fetch_sub(1, Relaxed);
-        }
+        remove_if_empty(&mut rooms, room_name);
         Ok(removed)
     }
 

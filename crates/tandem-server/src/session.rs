@@ -241,7 +241,8 @@ impl Session {
                 "the server is shutting down; reconnect shortly",
             ));
         }
-        let reply = |result: &dyn erased::Result| Some(result.frame(id));
+        // Requests without an id are fire-and-forget: success is silent.
+        let reply = |result: &dyn erased::Result| id.map(|_| result.frame(id));
         match request {
             Request::Ping if id.is_some() => Ok(reply(&Empty {})),
             Request::Ping => Ok(Some(PONG_FRAME.to_string())),
@@ -496,6 +497,7 @@ impl Session {
             from: Some(handle.identity.clone()),
             ack: Box::new(move |result| {
                 let frame = match result {
+                    Ok(_) if id.is_none() => return, // fire-and-forget
                     Ok(c) => reply_frame(
                         id,
                         &PublishResult {

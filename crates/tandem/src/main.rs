@@ -53,7 +53,8 @@ struct ServeArgs {
     /// Directory for the SQLite history (also TANDEM_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Directory holding app/, sdk/ and examples/ (defaults to ./web when present).
+    /// Serve app/, sdk/ and examples/ from this directory instead of the copy embedded
+    /// in the binary (for editing the demo without rebuilding).
     #[arg(long)]
     web_dir: Option<PathBuf>,
     /// Dev mode: dev credentials, the demo's token endpoint, any bind address.
@@ -173,14 +174,10 @@ fn token(args: TokenArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let web_dir = args.web_dir.clone().or_else(|| {
-        let local = PathBuf::from("web");
-        local.join("app").is_dir().then_some(local)
-    });
     let extra = Overrides {
         bind: args.bind,
         data_dir: args.data_dir,
-        web_dir,
+        web_dir: args.web_dir,
         dev: args.dev,
         ..Default::default()
     };
@@ -202,8 +199,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("tandem: dev mode. API key: {key}  API secret: {secret}");
         eprintln!("tandem: demo app at http://{local}/  (tokens from /dev/token)");
     }
+    let (turn, ice_servers) = start_turn(&config).await?;
     let sfu_config = config.sfu.clone();
-    let state = ServerState::new(config, None).context("cannot open the history store")?;
+    let state = ServerState::new(config, ice_servers).context("cannot open the history store")?;
     if sfu_config.enabled {
         let sfu = tandem_sfu::Sfu::start(sfu_config.clone())
             .await
@@ -214,7 +212,52 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(%local, "listening");
     println!("tandem listening on {local}");
     gateway::serve(Arc::clone(&state), listener, shutdown_signal()).await?;
+    if let Some(turn) = turn {
+        turn.shutdown();
+    }
     Ok(())
+}
+
+/// Starts the built-in STUN/TURN server when `[turn] enabled`, and returns what the
+/// connect reply uses to hand each client fresh credentials for it.
+async fn start_turn(
+    config: &Config,
+) -> Result<(
+    Option<tandem_turn::TurnHandle>,
+    Option<tandem_server::state::IceServerProvider>,
+)> {
+    if !config.turn.enabled {
+        return Ok((None, None));
+    }
+    let handle = tandem_turn::TurnServer::start(config.turn.clone())
+        .await
+        .context("cannot start the STUN/TURN server")?;
+    // URLs carry the ports actually bound (a configured port 0 means "any").
+    let mut advertised = config.turn.clone();
+    advertised.udp_bind = handle.udp_addr();
+    advertised.tcp_bind = handle.tcp_addr();
+    advertised.tls_bind = handle.tls_addr();
+    println!(
+        "tandem TURN on udp {} tcp {} tls {}",
+        show(handle.udp_addr()),
+        show(handle.tcp_addr()),
+        show(handle.tls_addr())
+    );
+    let provider: tandem_server::state::IceServerProvider = Arc::new(move |identity: &str| {
+        tandem_turn::ice_servers(&advertised, identity, std::time::SystemTime::now())
+            .into_iter()
+            .map(|e| tandem_protocol::IceServer {
+                urls: e.urls,
+                username: e.username,
+                credential: e.credential,
+            })
+            .collect()
+    });
+    Ok((Some(handle), Some(provider)))
+}
+
+fn show(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
 }
 
 async fn shutdown_signal() {

@@ -53,6 +53,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     if let Some(sfu) = state.sfu.get() {
         sfu.metrics().render(&mut out);
     }
+    tandem_turn::render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -1,4 +1,5 @@
-//! Static files for the demo app and the browser SDK, read from `server.web_dir`.
+//! Static files for the demo app and the browser SDK: from `server.web_dir` when it is
+//! configured, else the copy embedded at build time (see build.rs).
 
 use crate::state::ServerState;
 use axum::extract::{Path, State};
@@ -38,19 +39,40 @@ fn resolve(root: &std::path::Path, rel: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_web.rs"));
+}
+
+/// Looks a file up in the copy of `web/` embedded at build time.
+fn embedded(sub: &str, rel: &str) -> Option<(&'static [u8], PathBuf)> {
+    let rel = rel.trim_end_matches('/');
+    if rel.split('/').any(|part| part == ".." || part == ".") {
+        return None;
+    }
+    let key = if rel.is_empty() {
+        format!("{sub}/index.html")
+    } else {
+        format!("{sub}/{rel}")
+    };
+    let index = format!("{key}/index.html");
+    embedded::FILES
+        .iter()
+        .find(|(name, _)| *name == key || *name == index)
+        .map(|(name, bytes)| (*bytes, PathBuf::from(name)))
+}
+
 async fn serve_file(state: &ServerState, sub: &str, rel: &str) -> Response {
-    let Some(root) = state.config.server.web_dir.as_ref() else {
-        return (
-            StatusCode::NOT_FOUND,
-            "no web directory configured (server.web_dir)",
-        )
-            .into_response();
+    let found = match state.config.server.web_dir.as_ref() {
+        Some(root) => {
+            let Some(path) = resolve(&root.join(sub), rel) else {
+                return (StatusCode::BAD_REQUEST, "bad path").into_response();
+            };
+            tokio::fs::read(&path).await.ok().map(|bytes| (bytes, path))
+        }
+        None => embedded(sub, rel).map(|(bytes, path)| (bytes.to_vec(), path)),
     };
-    let Some(path) = resolve(&root.join(sub), rel) else {
-        return (StatusCode::BAD_REQUEST, "bad path").into_response();
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
+    match found {
+        Some((bytes, path)) => (
             [
                 (header::CONTENT_TYPE, content_type(&path)),
                 (header::CACHE_CONTROL, "no-cache"),
@@ -58,7 +80,7 @@ async fn serve_file(state: &ServerState, sub: &str, rel: &str) -> Response {
             bytes,
         )
             .into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "not found").into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }
 

@@ -131,9 +131,12 @@ async fn send_all(ws: &mut Socket, frames: &mut Vec<Bytes>) -> bool {
     if frames.is_empty() {
         return true;
     }
+    // Count once per batch: shared counters bounce between cores on every increment.
+    let count = frames.len() as u64;
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    METRICS.messages_out.fetch_add(count, Relaxed);
+    METRICS.bytes_out.fetch_add(bytes, Relaxed);
     for frame in frames.drain(..) {
-        METRICS.messages_out.fetch_add(1, Relaxed);
-        METRICS.bytes_out.fetch_add(frame.len() as u64, Relaxed);
         if ws.feed(Message::text(frame_payload(frame))).await.is_err() {
             return false;
         }

@@ -27,9 +27,12 @@ enum Flavor {
 struct Outcome {
     delivered: u64,
     seconds: f64,
+    steady_p50_ms: f64,
+    steady_p99_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
     cpu: f64,
+    client_cpu: f64,
     rss_kib: u64,
 }
 
@@ -127,18 +130,45 @@ fn parse_t(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// Waits until `delivered` reaches `target`, failing after the deadline.
+async fn wait_delivered(
+    delivered: &AtomicU64,
+    target: u64,
+    deadline: Instant,
+    name: &str,
+) -> Result<()> {
+    while delivered.load(Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: deliveries stalled at {} of {target}",
+                delivered.load(Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Two phases on the same connections: (1) latency at a steady publish rate (open
+/// loop), (2) capacity with a window of publications in flight (closed loop).
 async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Result<Outcome> {
     let subs = connect_many(server, flavor, args.subscribers, true).await?;
     let epoch = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
-    let total = (args.subscribers * args.messages) as u64;
+    let n = args.subscribers as u64;
+    let steady = args.latency_messages;
+    let per_subscriber = steady + args.messages;
     let mut readers = Vec::with_capacity(subs.len());
     for mut ws in subs {
         let delivered = delivered.clone();
-        let messages = args.messages;
         readers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(messages);
-            while latencies.len() < messages {
+            let mut latencies = Vec::with_capacity(per_subscriber);
+            while latencies.len() < per_subscriber {
                 let Some(Ok(msg)) = ws.next().await else {
                     break;
                 };
@@ -161,66 +191,70 @@ async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Re
     // Drain the publisher's acks in the background.
     let (mut pub_tx, mut pub_rx) = publisher.split();
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = pub_rx.next().await {} });
-
     let pad = "x".repeat(args.size.saturating_sub(24));
-    let cpu_before = cpu_seconds(server.pid());
-    let started = Instant::now();
-    let n = args.subscribers as u64;
-    let deadline = started + Duration::from_secs(300);
-    for k in 0..args.messages as u64 {
-        // Closed loop: message k goes once message k - window reached everyone.
-        let needed = k.saturating_sub(args.window as u64) * n;
-        while delivered.load(Relaxed) < needed {
-            if Instant::now() > deadline {
-                bail!(
-                    "{}: deliveries stalled at {} of {total}",
-                    server.name,
-                    delivered.load(Relaxed)
-                );
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        let t = epoch.elapsed().as_micros() as u64;
-        let frame = match flavor {
+    let mut next_id = 2u64;
+    let mut frame = |t: u64| {
+        next_id += 1;
+        match flavor {
             Flavor::Tandem => format!(
-                "{{\"id\":{},\"type\":\"publish\",\"channel\":\"{CHANNEL}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}",
-                k + 2
+                "{{\"id\":{next_id},\"type\":\"publish\",\"channel\":\"{CHANNEL}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}"
             ),
             Flavor::Node => format!("{{\"t\":{t},\"p\":\"{pad}\"}}"),
-        };
-        pub_tx.send(Message::text(frame)).await?;
-    }
-    while delivered.load(Relaxed) < total {
-        if Instant::now() > deadline {
-            bail!(
-                "{}: deliveries stalled at {} of {total}",
-                server.name,
-                delivered.load(Relaxed)
-            );
         }
-        tokio::time::sleep(Duration::from_micros(200)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+
+    // Phase 1: steady rate.
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.1)));
+    for _ in 0..steady {
+        tick.tick().await;
+        pub_tx
+            .send(Message::text(frame(epoch.elapsed().as_micros() as u64)))
+            .await?;
     }
+    wait_delivered(&delivered, steady as u64 * n, deadline, server.name).await?;
+
+    // Phase 2: closed loop — message k goes once message k - window reached everyone.
+    let cpu_before = cpu_seconds(server.pid());
+    let client_cpu_before = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let base = steady as u64 * n;
+    for k in 0..args.messages as u64 {
+        let needed = base + k.saturating_sub(args.window as u64) * n;
+        wait_delivered(&delivered, needed, deadline, server.name).await?;
+        pub_tx
+            .send(Message::text(frame(epoch.elapsed().as_micros() as u64)))
+            .await?;
+    }
+    wait_delivered(
+        &delivered,
+        base + args.messages as u64 * n,
+        deadline,
+        server.name,
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.pid()) - cpu_before;
+    let client_cpu = cpu_seconds(std::process::id()) - client_cpu_before;
     let rss = rss_kib(server.pid());
-    let mut all: Vec<u32> = Vec::with_capacity(total as usize);
-    for r in readers {
-        all.extend(r.await.context("reader task")?);
-    }
     drain.abort();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let (mut steady_lat, mut loaded_lat) = (Vec::new(), Vec::new());
+    for r in readers {
+        let mut l = r.await.context("reader task")?;
+        loaded_lat.extend(l.split_off(steady.min(l.len())));
+        steady_lat.extend(l);
+    }
+    steady_lat.sort_unstable();
+    loaded_lat.sort_unstable();
     Ok(Outcome {
-        delivered: total,
+        delivered: args.messages as u64 * n,
         seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        steady_p50_ms: percentile(&steady_lat, 0.50),
+        steady_p99_ms: percentile(&steady_lat, 0.99),
+        p50_ms: percentile(&loaded_lat, 0.50),
+        p99_ms: percentile(&loaded_lat, 0.99),
         cpu,
+        client_cpu,
         rss_kib: rss,
     })
 }
@@ -249,8 +283,8 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         );
     }
     println!(
-        "fanout: {} subscribers, {} messages of {} bytes, window {}",
-        args.subscribers, args.messages, args.size, args.window
+        "fanout: {} subscribers; latency: {} messages at {}/s; capacity: {} messages, window {}; {} bytes each",
+        args.subscribers, args.latency_messages, args.rate, args.messages, args.window, args.size
     );
     let tandem = {
         let server = start_tandem(&bin)?;
@@ -262,16 +296,19 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     } else {
         None
     };
-    println!("| server | delivered msg/s | p50 ms | p99 ms | server CPU s | server RSS MiB |");
-    println!("|---|---|---|---|---|---|");
+    println!("| server | steady p50 ms | steady p99 ms | capacity msg/s | loaded p50 ms | loaded p99 ms | server CPU s | bench client CPU s | server RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, o) in [("tandem", Some(&tandem)), ("node ws", node.as_ref())] {
         if let Some(o) = o {
             println!(
-                "| {name} | {:.0} | {:.1} | {:.1} | {:.2} | {:.1} |",
+                "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",
+                o.steady_p50_ms,
+                o.steady_p99_ms,
                 o.delivered as f64 / o.seconds,
                 o.p50_ms,
                 o.p99_ms,
                 o.cpu,
+                o.client_cpu,
                 o.rss_kib as f64 / 1024.0
             );
         }
@@ -279,7 +316,12 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     if let Some(node) = &node {
         let ratio =
             (tandem.delivered as f64 / tandem.seconds) / (node.delivered as f64 / node.seconds);
-        println!("ratio tandem/node delivered msg/s: {ratio:.2}x");
+        println!("ratio tandem/node capacity (delivered msg/s): {ratio:.2}x");
+        let per_cpu = |o: &Outcome| o.delivered as f64 / o.cpu.max(0.001);
+        println!(
+            "ratio tandem/node delivered msg per server CPU-second: {:.2}x",
+            per_cpu(&tandem) / per_cpu(node)
+        );
     }
     if args.idle > 0 {
         let server = start_tandem(&bin)?;

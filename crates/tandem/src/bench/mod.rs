@@ -21,7 +21,13 @@ pub struct FanoutArgs {
     /// Subscribers connected to the channel.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
-    /// Publications sent.
+    /// Publications sent at a steady rate to measure latency.
+    #[arg(long, default_value_t = 50)]
+    pub latency_messages: usize,
+    /// Publications per second in the latency phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Publications sent in the capacity phase.
     #[arg(long, default_value_t = 200)]
     pub messages: usize,
     /// Payload bytes per publication.

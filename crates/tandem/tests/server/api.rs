@@ -142,3 +142,23 @@ async fn health_readiness_and_metrics() {
     let (_, text) = server.http("GET", "/metrics", None, None);
     assert!(text.contains("# TYPE tandem_errors_total counter"));
 }
+
+#[tokio::test]
+async fn demo_app_and_sdk_are_served_from_the_binary() {
+    let server = Server::start("");
+    let (status, body) = server.http("GET", "/", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<html") || body.contains("<!doctype") || body.contains("<!DOCTYPE"),
+        "{body:.200}"
+    );
+    let (status, body) = server.http("GET", "/sdk/index.js", None, None);
+    assert_eq!(status, 200);
+    assert!(body.contains("export"), "the SDK is an ES module");
+    let (status, _) = server.http("GET", "/sdk/index.d.ts", None, None);
+    assert_eq!(status, 200);
+    let (status, _) = server.http("GET", "/examples/minimal.html", None, None);
+    assert_eq!(status, 200);
+    let (status, _) = server.http("GET", "/sdk/../../Cargo.toml", None, None);
+    assert_ne!(status, 200, "no path escapes the web root");
+}

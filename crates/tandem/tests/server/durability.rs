@@ -74,9 +74,12 @@ async fn reconnect_recovers_everything_missed_exactly_once() {
 
 #[tokio::test]
 async fn kill_dash_nine_loses_no_acknowledged_publication() {
-    let mut server = Server::start(FAST);
+    let mut server = Server::start(&format!(
+        "{FAST}\n[history]\nrecovery_max = 1000000\nmax_count = 1000000"
+    ));
     let acked: Arc<Mutex<BTreeMap<u64, i64>>> = Arc::default();
-    let (probe, _pe) = server.client("probe").await;
+    // A live subscriber sees part of the stream before the crash.
+    let (probe, mut probe_events) = server.client("probe").await;
     probe.join("r", None).await.unwrap();
     let epoch = probe.subscribe("room:r:chat", None).await.unwrap().epoch;
     let mut tasks = Vec::new();
@@ -107,6 +110,20 @@ async fn kill_dash_nine_loses_no_acknowledged_publication() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);
+    let mut seen_live = Vec::new();
+    while let Some(ev) = probe_events.recv().await {
+        match ev {
+            tandem_client::Event::Publication(p) => seen_live.push(p.offset),
+            tandem_client::Event::Closed { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(!seen_live.is_empty());
+    assert_eq!(
+        seen_live,
+        (1..=seen_live.len() as u64).collect::<Vec<_>>(),
+        "live delivery was gap-free before the crash"
+    );
 
     server.restart();
     let (c, mut events) = server.client("reader").await;
@@ -147,6 +164,22 @@ async fn kill_dash_nine_loses_no_acknowledged_publication() {
             "acknowledged offset {offset} lost or changed"
         );
     }
+    // The live subscriber reconnects from its last offset and gets exactly the rest.
+    let (probe, _pe) = server.client("probe").await;
+    probe.join("r", None).await.unwrap();
+    let since = StreamPosition {
+        offset: *seen_live.last().unwrap(),
+        epoch: epoch.clone(),
+    };
+    let rec = probe.subscribe("room:r:chat", Some(since)).await.unwrap();
+    assert_eq!(rec.recovered, Some(true));
+    let mut all = seen_live.clone();
+    all.extend(rec.publications.iter().map(|p| p.offset));
+    assert_eq!(
+        all,
+        (1..=top).collect::<Vec<_>>(),
+        "exactly once across the crash"
+    );
     // Publishing continues after the last stored offset.
     let next = c
         .publish("room:r:chat", json!("after restart"))

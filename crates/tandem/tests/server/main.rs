@@ -8,3 +8,4 @@ mod durability;
 mod limits;
 mod pubsub;
 mod rooms;
+mod turn;

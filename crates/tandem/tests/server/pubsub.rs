@@ -122,3 +122,33 @@ async fn unsubscribe_stops_delivery_and_leave_ends_room_subscriptions() {
     assert_no_publication(&mut ea, 300).await;
     assert_eq!(server.metric("tandem_subscriptions"), 0.0);
 }
+
+#[tokio::test]
+async fn requests_without_id_are_fire_and_forget() {
+    let server = Server::start("");
+    let (c, mut events) = server.client("alice").await;
+    c.join("r", None).await.unwrap();
+    c.subscribe("room:r:chat", None).await.unwrap();
+    c.send_text(r#"{"type":"publish","channel":"room:r:chat","data":"no id"}"#)
+        .unwrap();
+    let p = &publications(&mut events, 1).await[0];
+    assert_eq!(p.data, json!("no id"));
+    // Failures still come back, as errors without an id.
+    c.send_text(r#"{"type":"publish","channel":"room:other:chat","data":1}"#)
+        .unwrap();
+    let e = expect_event(&mut events, "error", |e| {
+        matches!(e, tandem_client::Event::Error { .. })
+    })
+    .await;
+    assert!(matches!(
+        e,
+        tandem_client::Event::Error {
+            code: tandem_protocol::ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    // And no stray reply arrived for the successful one.
+    c.send_text(r#"{"type":"ping"}"#).unwrap();
+    let pong = expect_event(&mut events, "pong", |e| e.kind().is_some()).await;
+    assert_eq!(pong.kind(), Some("pong"));
+}
