@@ -103,9 +103,10 @@
         if (simulcast && track.kind === 'video') {
           // Lowest first: the SFU starts subscribers on the first layer listed.
           init.sendEncodings = [
-            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
-            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
-            { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+            // Small bitrates so the h layer fits a subscriber's initial estimate.
+            { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 40000 },
+            { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 100000 },
+            { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 600000 },
           ];
         }
         pc.addTransceiver(track, init);

@@ -576,6 +576,7 @@ impl Engine {
             let Some(estimate) = entry.participant.estimate_bps else {
                 continue;
             };
+            tracing::debug!(pid, estimate, desired, tracks = ?tracks, "layer allocation");
             for (track, rid) in allocate(estimate, &tracks) {
                 let Some(t) = self.router.track(track) else {
                     continue;
