@@ -19,7 +19,7 @@ run_suite() {
 run_suite "cargo fmt --check" cargo fmt --all --check
 run_suite "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_suite "cargo test" cargo test --workspace
-for suite in tests/browser/run.sh tests/turn/run.sh; do
+for suite in tests/browser/run.sh tests/turn/run.sh tests/sfu/run.sh; do
   if [ -x "$suite" ]; then run_suite "$suite" "$suite"; fi
 done
 

@@ -30,10 +30,12 @@ pub enum ErrorCode {
     Internal,
     /// Server API only: the room does not exist.
     RoomNotFound,
+    /// SFU: the offer's audio/video has no codec the SFU forwards.
+    MediaUnsupported,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownType,
         ErrorCode::BadRequest,
@@ -58,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::RoomNotFound,
+        ErrorCode::MediaUnsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::MediaUnsupported => "media_unsupported",
         }
     }
 

@@ -10,7 +10,9 @@ mod requests;
 mod server;
 
 pub use errors::{CloseCode, ErrorCode};
-pub use requests::{decode_header, decode_request, FrameHeader, Request, StreamPosition};
+pub use requests::{
+    decode_header, decode_request, FrameHeader, Request, SfuTrackMeta, StreamPosition,
+};
 pub use serde_json::value::RawValue;
 pub use server::*;
 

@@ -3,6 +3,7 @@
 use crate::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 /// The part of every client frame read first: request id and type.
 #[derive(Debug, Deserialize)]
@@ -61,8 +62,53 @@ pub enum Request {
         to: String,
         data: Box<RawValue>,
     },
+    /// SFU (experimental): the client's offer for its media session in `room`.
+    SfuOffer {
+        room: String,
+        sdp: String,
+        /// Metadata of the tracks the client publishes, by the mid of their m-line.
+        tracks: BTreeMap<String, SfuTrackMeta>,
+    },
+    /// SFU: the client's answer to the server's `sfu_offer` push `revision`.
+    SfuAnswer {
+        room: String,
+        sdp: String,
+        revision: u64,
+    },
+    /// SFU: end the media session in `room` without leaving the room.
+    SfuLeave {
+        room: String,
+    },
+    /// SFU: the publisher mutes or unmutes the track on its m-line `mid`.
+    SfuMute {
+        room: String,
+        mid: String,
+        muted: bool,
+    },
+    /// SFU: start or stop receiving `track` (keeps its m-line).
+    SfuSubscribe {
+        room: String,
+        track: String,
+        enabled: bool,
+    },
+    /// SFU: receive simulcast layer `rid` of `track`.
+    SfuLayer {
+        room: String,
+        track: String,
+        rid: String,
+    },
     Ping,
     Pong,
+}
+
+/// What a publisher says about one of its tracks in `sfu_offer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuTrackMeta {
+    /// `camera`, `microphone`, `screen`, `screen_audio`, or an app-defined word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Reads `id` and `type`. Fails with [`ErrorCode::Malformed`] when the frame is not a
@@ -129,6 +175,39 @@ struct SignalBody {
     room: String,
     to: String,
     data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct SfuOfferBody {
+    room: String,
+    sdp: String,
+    #[serde(default)]
+    tracks: BTreeMap<String, SfuTrackMeta>,
+}
+#[derive(Deserialize)]
+struct SfuAnswerBody {
+    room: String,
+    sdp: String,
+    revision: u64,
+}
+
+#[derive(Deserialize)]
+struct SfuMuteBody {
+    room: String,
+    mid: String,
+    muted: bool,
+}
+#[derive(Deserialize)]
+struct SfuSubscribeBody {
+    room: String,
+    track: String,
+    enabled: bool,
+}
+#[derive(Deserialize)]
+struct SfuLayerBody {
+    room: String,
+    track: String,
+    rid: String,
 }
 
 fn body<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, (ErrorCode, String)> {
@@ -198,6 +277,49 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
                 data: b.data,
             }
         }
+        "sfu_offer" => {
+            let b: SfuOfferBody = body(kind, text)?;
+            Request::SfuOffer {
+                room: b.room,
+                sdp: b.sdp,
+                tracks: b.tracks,
+            }
+        }
+        "sfu_answer" => {
+            let b: SfuAnswerBody = body(kind, text)?;
+            Request::SfuAnswer {
+                room: b.room,
+                sdp: b.sdp,
+                revision: b.revision,
+            }
+        }
+        "sfu_mute" => {
+            let b: SfuMuteBody = body(kind, text)?;
+            Request::SfuMute {
+                room: b.room,
+                mid: b.mid,
+                muted: b.muted,
+            }
+        }
+        "sfu_subscribe" => {
+            let b: SfuSubscribeBody = body(kind, text)?;
+            Request::SfuSubscribe {
+                room: b.room,
+                track: b.track,
+                enabled: b.enabled,
+            }
+        }
+        "sfu_layer" => {
+            let b: SfuLayerBody = body(kind, text)?;
+            Request::SfuLayer {
+                room: b.room,
+                track: b.track,
+                rid: b.rid,
+            }
+        }
+        "sfu_leave" => Request::SfuLeave {
+            room: body::<RoomBody>(kind, text)?.room,
+        },
         "ping" => Request::Ping,
         "pong" => Request::Pong,
         other => {
@@ -250,6 +372,45 @@ mod tests {
             decode(r#"{"type":"join","room":7}"#).unwrap_err().0,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn sfu_requests() {
+        let (_, req) = decode(
+            r#"{"id":1,"type":"sfu_offer","room":"r","sdp":"v=0","tracks":{"1":{"source":"camera"}}}"#,
+        )
+        .unwrap();
+        match req {
+            Request::SfuOffer { room, sdp, tracks } => {
+                assert_eq!((room.as_str(), sdp.as_str()), ("r", "v=0"));
+                assert_eq!(tracks["1"].source.as_deref(), Some("camera"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, req) = decode(r#"{"type":"sfu_offer","room":"r","sdp":"v=0"}"#).unwrap();
+        assert!(matches!(req, Request::SfuOffer { tracks, .. } if tracks.is_empty()));
+        let (_, req) =
+            decode(r#"{"type":"sfu_answer","room":"r","sdp":"v=0","revision":3}"#).unwrap();
+        assert!(matches!(req, Request::SfuAnswer { revision: 3, .. }));
+        assert_eq!(
+            decode(r#"{"type":"sfu_answer","room":"r","sdp":"v=0"}"#)
+                .unwrap_err()
+                .0,
+            ErrorCode::BadRequest,
+            "revision is required"
+        );
+        let (_, req) =
+            decode(r#"{"type":"sfu_layer","room":"r","track":"TR1","rid":"f"}"#).unwrap();
+        assert!(
+            matches!(req, Request::SfuLayer { track, rid, .. } if track == "TR1" && rid == "f")
+        );
+        let (_, req) = decode(r#"{"type":"sfu_mute","room":"r","mid":"0","muted":true}"#).unwrap();
+        assert!(matches!(req, Request::SfuMute { muted: true, .. }));
+        let (_, req) =
+            decode(r#"{"type":"sfu_subscribe","room":"r","track":"TR2","enabled":false}"#).unwrap();
+        assert!(matches!(req, Request::SfuSubscribe { enabled: false, .. }));
+        let (_, req) = decode(r#"{"type":"sfu_leave","room":"r"}"#).unwrap();
+        assert!(matches!(req, Request::SfuLeave { room } if room == "r"));
     }
 
     #[test]

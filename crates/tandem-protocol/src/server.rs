@@ -250,6 +250,73 @@ pub fn signal_frame(room: &str, from: &str, from_identity: &str, data: &RawValue
     .expect("signals always serialize")
 }
 
+/// Reply to `sfu_offer`: the server's SDP answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SfuAnswerResult {
+    pub sdp: String,
+}
+
+/// A track the SFU sends to this client (entry of the `tracks` push).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuTrack {
+    pub id: String,
+    /// The publishing participant's `sid`.
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: String,
+    /// The mid of the m-line in this client's session that carries the track.
+    pub mid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Simulcast layers (rids) the publisher sends; absent when not simulcast.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+    /// The publisher muted the track; absent when not muted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
+}
+
+/// SFU pushes (experimental).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SfuEvent {
+    /// The server renegotiates; answer with `sfu_answer` carrying `revision`.
+    SfuOffer {
+        room: String,
+        revision: u64,
+        sdp: String,
+    },
+    /// Every track this client receives in `room`, sent before each `sfu_offer`.
+    Tracks { room: String, tracks: Vec<SfuTrack> },
+    /// The media session ended without the client asking.
+    SfuClosed { room: String, reason: String },
+    /// The room's media mode: `mesh` (peer to peer) or `sfu` (through the server).
+    /// Sent on join and to everyone when it changes.
+    MediaMode { room: String, mode: String },
+    /// The room's active speakers changed (loudest first; empty: nobody speaks).
+    ActiveSpeakers {
+        room: String,
+        speakers: Vec<ActiveSpeaker>,
+    },
+}
+
+/// An entry of the `active_speakers` push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveSpeaker {
+    /// The speaker's `sid`.
+    pub participant: String,
+    /// Smoothed audio level in dBov (0 loudest, -127 silence) when the list changed.
+    pub level: i8,
+}
+
+impl SfuEvent {
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).expect("sfu events always serialize")
+    }
+}
+
 /// `disconnect` push, sent right before a deliberate close.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DisconnectPush {
@@ -302,6 +369,51 @@ mod tests {
         assert_eq!(
             ev.to_frame(),
             r#"{"type":"participant_left","room":"demo","sid":"C1","identity":"alice","reason":"left"}"#
+        );
+        let tracks = SfuEvent::Tracks {
+            room: "demo".into(),
+            tracks: vec![SfuTrack {
+                id: "TR1".into(),
+                participant: "C1".into(),
+                kind: "video".into(),
+                mid: "2".into(),
+                source: Some("camera".into()),
+                name: None,
+                layers: vec![],
+                muted: false,
+            }],
+        };
+        assert_eq!(
+            tracks.to_frame(),
+            r#"{"type":"tracks","room":"demo","tracks":[{"id":"TR1","participant":"C1","kind":"video","mid":"2","source":"camera"}]}"#
+        );
+        let offer = SfuEvent::SfuOffer {
+            room: "demo".into(),
+            revision: 2,
+            sdp: "v=0".into(),
+        };
+        assert_eq!(
+            offer.to_frame(),
+            r#"{"type":"sfu_offer","room":"demo","revision":2,"sdp":"v=0"}"#
+        );
+        let mode = SfuEvent::MediaMode {
+            room: "demo".into(),
+            mode: "sfu".into(),
+        };
+        assert_eq!(
+            mode.to_frame(),
+            r#"{"type":"media_mode","room":"demo","mode":"sfu"}"#
+        );
+        let speakers = SfuEvent::ActiveSpeakers {
+            room: "demo".into(),
+            speakers: vec![ActiveSpeaker {
+                participant: "C1".into(),
+                level: -31,
+            }],
+        };
+        assert_eq!(
+            speakers.to_frame(),
+            r#"{"type":"active_speakers","room":"demo","speakers":[{"participant":"C1","level":-31}]}"#
         );
         assert_eq!(
             disconnect_frame(CloseCode::SlowConsumer),

@@ -20,6 +20,8 @@ pub struct Config {
     pub keys: BTreeMap<String, String>,
     pub limits: LimitsConfig,
     pub history: HistoryConfig,
+    /// The SFU (experimental; see docs/sfu.md).
+    pub sfu: tandem_sfu::SfuConfig,
     /// The built-in STUN/TURN server (see docs/turn.md).
     pub turn: tandem_turn::TurnConfig,
     /// TURN was switched on by dev mode rather than by the operator.
@@ -321,6 +323,7 @@ impl Config {
                 )));
             }
         }
+        self.sfu.validate().map_err(ConfigError)?;
         if self.turn.enabled {
             self.turn
                 .validate()

@@ -338,6 +338,22 @@ impl Hub {
         list
     }
 
+    /// Queues `frame` for every participant of a room.
+    pub fn broadcast(&self, room_name: &str, frame: Bytes) {
+        if let Some(room) = self.rooms.lock().expect("hub lock").get(room_name) {
+            room.broadcast(&frame, None);
+        }
+    }
+
+    /// How many participants a room has.
+    pub fn room_size(&self, room_name: &str) -> usize {
+        self.rooms
+            .lock()
+            .expect("hub lock")
+            .get(room_name)
+            .map_or(0, |r| r.participants.len())
+    }
+
     pub fn participants(&self, room_name: &str) -> Option<Vec<ParticipantInfo>> {
         let rooms = self.rooms.lock().expect("hub lock");
         rooms

@@ -9,6 +9,7 @@ pub mod config;
 pub mod gateway;
 pub mod history;
 pub mod hub;
+pub mod media;
 pub mod metrics;
 pub mod outbound;
 pub mod session;

@@ -5,6 +5,7 @@
 use crate::acl;
 use crate::auth::{self, Claims};
 use crate::history::{recovery_outcome, Append, Range};
+use crate::media;
 use crate::metrics::METRICS;
 use crate::outbound::{Closer, Outbound, SessionHandle};
 use crate::state::ServerState;
@@ -28,7 +29,7 @@ pub struct RequestError {
     pub retry_after_ms: Option<u64>,
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> RequestError {
+pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> RequestError {
     RequestError {
         code,
         message: message.into(),
@@ -82,9 +83,9 @@ impl TokenBucket {
     }
 }
 
-struct Authenticated {
-    handle: SessionHandle,
-    claims: Claims,
+pub(crate) struct Authenticated {
+    pub(crate) handle: SessionHandle,
+    pub(crate) claims: Claims,
 }
 
 pub struct Session {
@@ -295,6 +296,46 @@ impl Session {
                 self.state.hub.signal(&room, &auth.handle, &to, &data)?;
                 Ok(reply(&Empty {}))
             }
+            Request::SfuOffer { room, sdp, tracks } => {
+                let auth = self.authenticated()?;
+                let (state, rooms) = (&self.state, &self.rooms);
+                let r = media::offer(state, auth, rooms, &room, sdp, tracks).await?;
+                Ok(reply(&r))
+            }
+            Request::SfuAnswer {
+                room,
+                sdp,
+                revision,
+            } => {
+                let auth = self.authenticated()?;
+                media::answer(&self.state, auth, &self.rooms, &room, revision, sdp).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuMute { room, mid, muted } => {
+                let auth = self.authenticated()?;
+                media::mute(&self.state, auth, &self.rooms, &room, &mid, muted).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuSubscribe {
+                room,
+                track,
+                enabled,
+            } => {
+                let auth = self.authenticated()?;
+                let rooms = &self.rooms;
+                media::subscribe(&self.state, auth, rooms, &room, &track, enabled).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuLayer { room, track, rid } => {
+                let auth = self.authenticated()?;
+                media::layer(&self.state, auth, &self.rooms, &room, &track, &rid).await?;
+                Ok(reply(&Empty {}))
+            }
+            Request::SfuLeave { room } => {
+                let auth = self.authenticated()?;
+                media::leave(&self.state, &auth.handle, &room);
+                Ok(reply(&Empty {}))
+            }
         }
     }
 
@@ -393,6 +434,7 @@ impl Session {
             self.state
                 .hub
                 .join(&room, &auth.handle, name, metadata, auth::now_millis())?;
+        media::room_joined(&self.state, &auth.handle, &room);
         self.rooms.insert(room);
         Ok(result)
     }
@@ -402,6 +444,10 @@ impl Session {
         if !self.rooms.remove(room) {
             return;
         }
+        if let Some(auth) = &self.auth {
+            media::leave(&self.state, &auth.handle, room);
+        }
+        media::room_changed(&self.state, room);
         let gone: Vec<Arc<str>> = self
             .subscriptions
             .keys()
@@ -630,6 +676,8 @@ impl Session {
                 .state
                 .hub
                 .leave(&room, self.id, LeaveReason::Disconnected);
+            media::leave(&self.state, &auth.handle, &room);
+            media::room_changed(&self.state, &room);
         }
         for (channel, _) in self.subscriptions.drain() {
             self.state.bus.unsubscribe(&channel, self.id);

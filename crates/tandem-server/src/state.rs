@@ -7,7 +7,7 @@ use crate::hub::Hub;
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tandem_protocol::{publication_frame, IceServer};
 
 /// Produces the `ice_servers` handed to a client in the connect reply (for example
@@ -20,6 +20,8 @@ pub struct ServerState {
     pub bus: Arc<LocalBus>,
     pub history: SqliteHistory,
     pub ice_servers: Option<IceServerProvider>,
+    /// The SFU, when started (`[sfu] enabled`); set once at start.
+    pub sfu: OnceLock<tandem_sfu::Sfu>,
     shutting_down: AtomicBool,
     next_session: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl ServerState {
             bus,
             history,
             ice_servers,
+            sfu: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             config,

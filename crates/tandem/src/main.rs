@@ -200,7 +200,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("tandem: demo app at http://{local}/  (tokens from /dev/token)");
     }
     let (turn, ice_servers) = start_turn(&config).await?;
+    let sfu_config = config.sfu.clone();
     let state = ServerState::new(config, ice_servers).context("cannot open the history store")?;
+    if sfu_config.enabled {
+        let sfu = tandem_sfu::Sfu::start(sfu_config.clone())
+            .await
+            .with_context(|| format!("cannot start the SFU on udp {}", sfu_config.udp_bind))?;
+        println!("tandem sfu on udp {}", sfu.local_addr());
+        let _ = state.sfu.set(sfu);
+    }
     tracing::info!(%local, "listening");
     println!("tandem listening on {local}");
     gateway::serve(Arc::clone(&state), listener, shutdown_signal()).await?;

@@ -47,9 +47,12 @@ async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     let mut out = String::with_capacity(4096);
     METRICS.render(&mut out);
+    if let Some(sfu) = state.sfu.get() {
+        sfu.metrics().render(&mut out);
+    }
     tandem_turn::render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

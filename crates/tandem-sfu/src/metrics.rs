@@ -1,0 +1,103 @@
+//! Counters the SFU keeps; the server renders them on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct SfuMetrics {
+    /// Participants with a live `Rtc`.
+    pub participants: AtomicU64,
+    /// Published tracks being forwarded.
+    pub tracks: AtomicU64,
+    /// (subscriber, track) pairs negotiated.
+    pub subscriptions: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Media frames handed from one participant to another.
+    pub frames_forwarded: AtomicU64,
+    pub frame_bytes_forwarded: AtomicU64,
+    pub keyframe_requests: AtomicU64,
+    /// Data channel messages relayed to another participant.
+    pub data_messages_forwarded: AtomicU64,
+    pub data_bytes_forwarded: AtomicU64,
+    /// Data channel messages not relayed (too large, or a receiver's buffer full).
+    pub data_drops: AtomicU64,
+    /// Simulcast layer switches done for a subscriber.
+    pub layer_switches: AtomicU64,
+    /// Datagrams no participant accepted.
+    pub unmatched_datagrams: AtomicU64,
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub send_drops: AtomicU64,
+    /// `Rtc` calls that panicked (the participant is dropped, the SFU goes on).
+    pub panics: AtomicU64,
+    pub connect_timeouts: AtomicU64,
+}
+
+impl SfuMetrics {
+    /// Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let gauges = [
+            ("tandem_sfu_participants", &self.participants),
+            ("tandem_sfu_tracks", &self.tracks),
+            ("tandem_sfu_subscriptions", &self.subscriptions),
+        ];
+        for (name, v) in gauges {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
+        }
+        let counters = [
+            ("tandem_sfu_packets_in_total", &self.packets_in),
+            ("tandem_sfu_bytes_in_total", &self.bytes_in),
+            ("tandem_sfu_packets_out_total", &self.packets_out),
+            ("tandem_sfu_bytes_out_total", &self.bytes_out),
+            ("tandem_sfu_frames_forwarded_total", &self.frames_forwarded),
+            (
+                "tandem_sfu_frame_bytes_forwarded_total",
+                &self.frame_bytes_forwarded,
+            ),
+            (
+                "tandem_sfu_keyframe_requests_total",
+                &self.keyframe_requests,
+            ),
+            ("tandem_sfu_layer_switches_total", &self.layer_switches),
+            (
+                "tandem_sfu_data_messages_forwarded_total",
+                &self.data_messages_forwarded,
+            ),
+            (
+                "tandem_sfu_data_bytes_forwarded_total",
+                &self.data_bytes_forwarded,
+            ),
+            ("tandem_sfu_data_drops_total", &self.data_drops),
+            (
+                "tandem_sfu_unmatched_datagrams_total",
+                &self.unmatched_datagrams,
+            ),
+            ("tandem_sfu_send_drops_total", &self.send_drops),
+            ("tandem_sfu_panics_total", &self.panics),
+            ("tandem_sfu_connect_timeouts_total", &self.connect_timeouts),
+        ];
+        for (name, v) in counters {
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = SfuMetrics::default();
+        m.frames_forwarded.fetch_add(3, Relaxed);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("\ntandem_sfu_frames_forwarded_total 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("# TYPE tandem_sfu_participants gauge\ntandem_sfu_participants 0\n"));
+    }
+}
