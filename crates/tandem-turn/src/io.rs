@@ -187,10 +187,7 @@ impl Shared {
         }
         for s in sc.sends.drain(..) {
             match s {
-                Pending::Udp(sock, to, data) => {
-                    // UDP semantics: a full socket buffer drops the datagram.
-                    let _ = sock.try_send_to(&data, to);
-                }
+                Pending::Udp(sock, to, data) => send_datagram(&sock, &data, to),
                 Pending::Stream(tx, data) => {
                     // A full queue drops this frame whole; framing stays intact.
                     let _ = tx.try_send(data);
@@ -274,17 +271,17 @@ impl Shared {
         }
     }
 
-    /// RFC 6062: a TCP listener on the relay port (SO_REUSEPORT, so that
-    /// outgoing connections to peers can bind the same address).
+    /// RFC 6062: a TCP listener on the relay port, exclusively ours (see
+    /// [`listen_tcp_relay`]).
     fn bind_tcp_relay(self: &Arc<Self>, st: &mut State, req: &RelayRequest) -> Option<SocketAddr> {
         let span = (self.port_max - self.port_min) as u32 + 1;
         for _ in 0..64 {
             let port = (self.port_min as u32 + fastrand::u32(0..span)) as u16;
             let addr = SocketAddr::new(self.relay_bind_ip, port);
-            let Ok(listener) = relay_tcp_socket(addr).and_then(|s| s.listen(128)) else {
+            let Ok((listener, claim)) = listen_tcp_relay(addr) else {
                 continue;
             };
-            let task = tokio::spawn(tcp_relay_accept(self.clone(), req.id, listener));
+            let task = tokio::spawn(tcp_relay_accept(self.clone(), req.id, listener, claim));
             st.relays.insert(
                 req.id,
                 Relay {
@@ -304,6 +301,69 @@ impl Shared {
     }
 }
 
+/// TCP relay addresses listened on by any server of this process.
+static TCP_RELAYS: Mutex<Option<std::collections::HashSet<SocketAddr>>> = Mutex::new(None);
+
+/// Holds a TCP relay address in [`TCP_RELAYS`]; dropped with the listener.
+struct TcpRelayClaim(SocketAddr);
+
+impl Drop for TcpRelayClaim {
+    fn drop(&mut self) {
+        let mut set = TCP_RELAYS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = set.as_mut() {
+            s.remove(&self.0);
+        }
+    }
+}
+
+/// The listener of an RFC 6062 TCP relay.
+///
+/// Outgoing connections to peers must bind the relay address while the
+/// listener is up, which Linux only allows with SO_REUSEPORT on every socket
+/// of the port. SO_REUSEPORT alone would also let a second listener (another
+/// allocation, another server) bind the same port, and the kernel would then
+/// split incoming peer connections between them. So the port is taken only
+/// if it is free: not claimed by any server of this process (exact), and a
+/// probe without SO_REUSEPORT can bind it, i.e. no listener or other
+/// non-reusable socket of any process holds it (SO_REUSEADDR on the probe
+/// lets TIME_WAIT leftovers pass). Trade-off: another process that also
+/// uses SO_REUSEPORT, runs as the same user and binds this very port
+/// between the probe and our bind could still share it.
+fn listen_tcp_relay(addr: SocketAddr) -> io::Result<(TcpListener, TcpRelayClaim)> {
+    let mut set = TCP_RELAYS.lock().unwrap_or_else(|e| e.into_inner());
+    let set = set.get_or_insert_with(Default::default);
+    if set.contains(&addr) {
+        return Err(io::ErrorKind::AddrInUse.into());
+    }
+    {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
+    let listener = relay_tcp_socket(addr)?.listen(128)?;
+    set.insert(addr);
+    Ok((listener, TcpRelayClaim(addr)))
+}
+
+/// Sends one datagram now, without waiting.
+///
+/// Not `UdpSocket::try_send_to`: tokio answers that from its cached
+/// readiness, which for a freshly bound relay socket stays empty until the
+/// runtime next polls its I/O driver. A server busy reading its listener
+/// (Allocate, ChannelBind and the first ChannelData back to back) never gets
+/// there, so the first datagrams to the peer were dropped without a syscall.
+/// The socket is non-blocking: the kernel itself says whether there is room.
+/// UDP semantics: a full socket buffer drops the datagram.
+fn send_datagram(sock: &UdpSocket, data: &[u8], to: SocketAddr) {
+    let _ = socket2::SockRef::from(sock).send_to(data, &to.into());
+}
+
+/// A TCP socket bound to a relay address: the listener, or an outgoing
+/// connection to a peer (SO_REUSEPORT, so both can hold the address).
 fn relay_tcp_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -317,7 +377,14 @@ fn relay_tcp_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
 }
 
 /// RFC 6062: peers connecting to a TCP relay.
-async fn tcp_relay_accept(shared: Arc<Shared>, id: AllocId, listener: TcpListener) {
+async fn tcp_relay_accept(
+    shared: Arc<Shared>,
+    id: AllocId,
+    listener: TcpListener,
+    claim: TcpRelayClaim,
+) {
+    // Released when this task ends, together with the listener.
+    let _claim = claim;
     let mut sc = Scratch::default();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -808,5 +875,47 @@ impl TurnHandle {
     /// leaves the server running.
     pub fn shutdown(self) {
         self.shared.shutdown.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay socket registered a moment ago has not been seen writable by
+    /// tokio's I/O driver yet; the datagram must go out all the same.
+    #[tokio::test]
+    async fn fresh_socket_sends_before_the_driver_runs() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std_sock.set_nonblocking(true).unwrap();
+        let sock = UdpSocket::from_std(std_sock).unwrap();
+        // No await in between: the driver has not run since registration.
+        send_datagram(&sock, b"first", peer.local_addr().unwrap());
+        let mut buf = [0u8; 16];
+        let (n, _) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+    }
+
+    /// A TCP relay port is never shared by two listeners, yet outgoing
+    /// connections can still bind it.
+    #[tokio::test]
+    async fn tcp_relay_listener_is_exclusive() {
+        let (l1, claim) = listen_tcp_relay("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l1.local_addr().unwrap();
+        // Neither this process (claimed) ...
+        assert!(listen_tcp_relay(addr).is_err());
+        // ... nor a reuseport listener that skipped the claim check.
+        {
+            let _set = TCP_RELAYS.lock().unwrap().as_mut().unwrap().remove(&addr);
+        }
+        assert!(listen_tcp_relay(addr).is_err());
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let out = relay_tcp_socket(addr).unwrap();
+        let _c = out.connect(peer.local_addr().unwrap()).await.unwrap();
+        let (_s, from) = peer.accept().await.unwrap();
+        assert_eq!(from, addr);
+        drop(claim);
     }
 }
