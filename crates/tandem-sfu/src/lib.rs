@@ -249,11 +249,7 @@ impl Sfu {
             sink,
             reply,
         };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| SfuError::Unavailable)?;
-        answer.await.map_err(|_| SfuError::Unavailable)?
+        self.call(cmd, answer).await
     }
 
     /// Applies the client's answer to the server offer `revision`.
@@ -272,11 +268,7 @@ impl Sfu {
             sdp,
             reply,
         };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| SfuError::Unavailable)?;
-        done.await.map_err(|_| SfuError::Unavailable)?
+        self.call(cmd, done).await
     }
 
     /// Selects the simulcast layer `rid` of `track` for `sid`. The switch happens on
@@ -296,11 +288,7 @@ impl Sfu {
             rid: rid.into(),
             reply,
         };
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| SfuError::Unavailable)?;
-        done.await.map_err(|_| SfuError::Unavailable)?
+        self.call(cmd, done).await
     }
 
     /// Mutes or unmutes the track `sid` publishes on its m-line `mid`: a muted track
