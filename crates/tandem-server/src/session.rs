@@ -187,7 +187,7 @@ impl Session {
         );
     }
 
-    /// A frame far over the size limit ended the socket; nothing to answer.
+    /// Counts the error and queues its frame.
     fn push_error(&self, out: &mut Vec<Bytes>, id: Option<u64>, e: RequestError) {
         METRICS.error(e.code);
         out.push(Bytes::from(error_frame(

@@ -137,16 +137,15 @@ async fn send_all(ws: &mut Socket, frames: &mut Vec<Bytes>) -> bool {
     METRICS.messages_out.fetch_add(count, Relaxed);
     METRICS.bytes_out.fetch_add(bytes, Relaxed);
     for frame in frames.drain(..) {
-        if ws.feed(Message::text(frame_payload(frame))).await.is_err() {
+        if ws
+            .feed(Message::text(tokio_websockets::Payload::from(frame)))
+            .await
+            .is_err()
+        {
             return false;
         }
     }
     ws.flush().await.is_ok()
-}
-
-/// Frames are built from `String`s, so they are valid UTF-8.
-fn frame_payload(frame: Bytes) -> tokio_websockets::Payload {
-    tokio_websockets::Payload::from(frame)
 }
 
 /// Writes `out`, unless the session is told to close first (a peer that stopped

@@ -256,6 +256,13 @@ fn read_page(conn: &Connection, channel: &str, range: Range) -> Result<Option<Pa
     }))
 }
 
+/// Creates the channel's row, with a fresh epoch, unless it exists.
+fn create_channel(tx: &rusqlite::Transaction<'_>, channel: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT OR IGNORE INTO channels (name, epoch, top) VALUES (?1, ?2, 0)")?
+        .execute(params![channel, new_epoch()])?;
+    Ok(())
+}
+
 struct Writer {
     conn: Connection,
     config: HistoryConfig,
@@ -333,10 +340,7 @@ impl Writer {
         for job in batch {
             match job {
                 Job::Ensure(channel, _) => {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO channels (name, epoch, top) VALUES (?1, ?2, 0)",
-                    )?
-                    .execute(params![&**channel, new_epoch()])?;
+                    create_channel(&tx, channel)?;
                     let (epoch, top): (String, u64) = tx
                         .prepare_cached("SELECT epoch, top FROM channels WHERE name = ?1")?
                         .query_row([&**channel], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -346,10 +350,7 @@ impl Writer {
                     });
                 }
                 Job::Append(a) => {
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO channels (name, epoch, top) VALUES (?1, ?2, 0)",
-                    )?
-                    .execute(params![&*a.channel, new_epoch()])?;
+                    create_channel(&tx, &a.channel)?;
                     let (offset, epoch): (u64, String) = tx
                         .prepare_cached("UPDATE channels SET top = top + 1 WHERE name = ?1 RETURNING top, epoch")?
                         .query_row([&*a.channel], |r| Ok((r.get(0)?, r.get(1)?)))?;
