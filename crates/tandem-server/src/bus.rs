@@ -12,12 +12,15 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    pub fn subscribe(&self, channel: &Arc<str>, handle: SessionHandle) {
+    /// Registers `handle` for `channel`'s publications. Returns the bus's own `Arc`
+    /// for the channel name: deliveries carry that same pointer, so a session keying
+    /// its subscriptions with it matches deliveries by pointer (`Subscriptions`).
+    pub fn subscribe(&self, channel: &Arc<str>, handle: SessionHandle) -> Arc<str> {
         let mut channels = self.channels.write().expect("bus lock");
-        channels
-            .entry(channel.clone())
-            .or_default()
-            .insert(handle.id, handle);
+        let entry = channels.entry(channel.clone());
+        let canonical = entry.key().clone();
+        entry.or_default().insert(handle.id, handle);
+        canonical
     }
 
     pub fn unsubscribe(&self, channel: &str, session_id: u64) {
@@ -34,7 +37,7 @@ impl LocalBus {
     /// order by the history writer, so each session's queue receives offsets in order.
     pub fn deliver(&self, channel: &Arc<str>, offset: u64, frame: Bytes) -> usize {
         let channels = self.channels.read().expect("bus lock");
-        let Some(subs) = channels.get(channel) else {
+        let Some((channel, subs)) = channels.get_key_value(channel) else {
             return 0;
         };
         for handle in subs.values() {

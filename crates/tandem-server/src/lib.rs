@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod session;
 pub mod state;
+pub mod subscriptions;
 
 pub use config::Config;
 pub use state::ServerState;

@@ -9,8 +9,9 @@ use crate::media;
 use crate::metrics::METRICS;
 use crate::outbound::{Closer, Outbound, SessionHandle};
 use crate::state::ServerState;
+use crate::subscriptions::Subscriptions;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,8 +97,7 @@ pub struct Session {
     closer: Arc<Closer>,
     auth: Option<Authenticated>,
     rooms: HashSet<Arc<str>>,
-    /// Channel → last offset delivered (or covered by the subscribe reply).
-    subscriptions: HashMap<Arc<str>, u64>,
+    subscriptions: Subscriptions,
     bucket: TokenBucket,
 }
 
@@ -126,7 +126,7 @@ impl Session {
             closer,
             auth: None,
             rooms: HashSet::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             bucket,
         }
     }
@@ -207,12 +207,10 @@ impl Session {
                 offset,
                 frame,
             } => {
-                let last = self.subscriptions.get_mut(&channel)?;
-                if offset <= *last {
-                    return None; // already covered by the subscribe reply
-                }
-                *last = offset;
-                Some(frame)
+                // Dropped when covered by the subscribe reply or no longer subscribed.
+                self.subscriptions
+                    .advance(&channel, offset)
+                    .then_some(frame)
             }
             Outbound::Removed { room, frame } => {
                 self.forget_room(&room);
@@ -272,7 +270,7 @@ impl Session {
             }
             Request::Unsubscribe { channel } => {
                 self.authenticated()?;
-                if self.subscriptions.remove(channel.as_str()).is_none() {
+                if !self.subscriptions.remove(&channel) {
                     return Err(err(
                         ErrorCode::NotSubscribed,
                         format!("not subscribed to '{channel}'"),
@@ -448,14 +446,10 @@ impl Session {
             media::leave(&self.state, &auth.handle, room);
         }
         media::room_changed(&self.state, room);
-        let gone: Vec<Arc<str>> = self
+        let gone = self
             .subscriptions
-            .keys()
-            .filter(|c| acl::classify(c) == acl::ChannelKind::Room(room))
-            .cloned()
-            .collect();
+            .remove_where(|c| acl::classify(c) == acl::ChannelKind::Room(room));
         for channel in gone {
-            self.subscriptions.remove(&channel);
             self.state.bus.unsubscribe(&channel, self.id);
             METRICS.subscriptions.fetch_sub(1, Relaxed);
         }
@@ -531,7 +525,7 @@ impl Session {
         Self::check_channel(&channel)?;
         acl::may_subscribe(&auth.claims, &self.rooms, &channel)
             .map_err(|m| err(ErrorCode::Forbidden, m))?;
-        if self.subscriptions.contains_key(channel.as_str()) {
+        if self.subscriptions.contains(&channel) {
             return Err(err(
                 ErrorCode::AlreadySubscribed,
                 format!("already subscribed to '{channel}'"),
@@ -548,7 +542,7 @@ impl Session {
         // Register for live publications first, then read the log: anything committed
         // after the read arrives live, anything before is in the read, and overlaps
         // are dropped by offset in `on_outbound`.
-        self.state.bus.subscribe(&channel, auth.handle.clone());
+        let channel = self.state.bus.subscribe(&channel, auth.handle.clone());
         let result = self.read_for_subscribe(&channel, since).await;
         match result {
             Ok(result) => {
@@ -679,7 +673,7 @@ impl Session {
             media::leave(&self.state, &auth.handle, &room);
             media::room_changed(&self.state, &room);
         }
-        for (channel, _) in self.subscriptions.drain() {
+        for channel in self.subscriptions.remove_where(|_| true) {
             self.state.bus.unsubscribe(&channel, self.id);
             METRICS.subscriptions.fetch_sub(1, Relaxed);
         }
