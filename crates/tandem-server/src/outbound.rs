@@ -4,10 +4,13 @@
 
 use crate::metrics::METRICS;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use std::future::Future;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use tandem_protocol::CloseCode;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 /// One item in a session's outbound queue.
 #[derive(Debug, Clone)]
@@ -25,10 +28,14 @@ pub enum Outbound {
 }
 
 /// Set once by whoever decides the session must end; the session task watches it.
+///
+/// Only the session's own task waits, so one `AtomicWaker` does: the session polls
+/// `wait()` on every turn of its loop and around every write, and registering with an
+/// `AtomicWaker` is a compare of wakers, where `tokio::sync::Notify` took a lock.
 #[derive(Debug, Default)]
 pub struct Closer {
     code: AtomicU16,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl Closer {
@@ -39,7 +46,7 @@ impl Closer {
             .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.notify.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -47,13 +54,16 @@ impl Closer {
         CloseCode::from_code(self.code.load(Ordering::Acquire))
     }
 
-    pub async fn wait(&self) -> CloseCode {
-        loop {
+    /// Resolves once `close` was called. For the session task only (one waiter).
+    pub fn wait(&self) -> impl Future<Output = CloseCode> + '_ {
+        std::future::poll_fn(|cx| {
             if let Some(code) = self.requested() {
-                return code;
+                return Poll::Ready(code);
             }
-            self.notify.notified().await;
-        }
+            self.waker.register(cx.waker());
+            // A close between the first check and the registration woke nobody.
+            self.requested().map_or(Poll::Pending, Poll::Ready)
+        })
     }
 }
 
@@ -108,5 +118,25 @@ impl SessionHandle {
 
     pub fn close(&self, code: CloseCode) {
         self.closer.close(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_resolves_with_the_first_close_code() {
+        let closer = Arc::new(Closer::default());
+        let waiter = {
+            let closer = closer.clone();
+            tokio::spawn(async move { closer.wait().await })
+        };
+        tokio::task::yield_now().await;
+        closer.close(CloseCode::SlowConsumer);
+        closer.close(CloseCode::IdleTimeout);
+        assert_eq!(waiter.await.unwrap(), CloseCode::SlowConsumer);
+        // Already closed: resolves at once, with the same code.
+        assert_eq!(closer.wait().await, CloseCode::SlowConsumer);
     }
 }

@@ -15,8 +15,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,20 +148,16 @@ async fn send_all(ws: &mut Socket, frames: &mut Vec<Bytes>) -> bool {
     ws.flush().await.is_ok()
 }
 
-/// The session's close request, created once per session: registering a fresh
-/// `Notify` waiter on every loop turn and every write took a lock twice per delivery.
-type CloseRequest<'a> = Pin<&'a mut (dyn Future<Output = CloseCode> + Send)>;
-
 /// Writes `out`, unless the session is told to close first (a peer that stopped
 /// reading would otherwise block the write forever). `Err(None)`: the socket failed.
 async fn write(
     ws: &mut Socket,
     out: &mut Vec<Bytes>,
-    close_request: &mut CloseRequest<'_>,
+    closer: &Closer,
 ) -> Result<(), Option<CloseCode>> {
     tokio::select! {
         biased;
-        code = close_request => Err(Some(code)),
+        code = closer.wait() => Err(Some(code)),
         ok = send_all(ws, out) => if ok { Ok(()) } else { Err(None) },
     }
 }
@@ -199,14 +193,11 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
     let mut out: Vec<Bytes> = Vec::new();
-    let close_request = closer.wait();
-    tokio::pin!(close_request);
-    let mut close_request: CloseRequest<'_> = close_request;
 
     let close_code = loop {
         tokio::select! {
             biased;
-            code = &mut close_request => break Some(code),
+            code = closer.wait() => break Some(code),
             msg = ws.next() => {
                 let Some(msg) = msg else { break None };
                 let msg = match msg {
@@ -223,7 +214,7 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
                 METRICS.bytes_in.fetch_add(msg.as_payload().len() as u64, Relaxed);
                 if let Some(text) = msg.as_text() {
                     if let Flow::Close(code) = session.on_text(text, &mut out).await {
-                        let _ = write(&mut ws, &mut out, &mut close_request).await;
+                        let _ = write(&mut ws, &mut out, &closer).await;
                         break Some(code);
                     }
                 } else if msg.is_binary() {
@@ -231,7 +222,7 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
                 } else if msg.is_close() {
                     break None;
                 }
-                if let Err(code) = write(&mut ws, &mut out, &mut close_request).await {
+                if let Err(code) = write(&mut ws, &mut out, &closer).await {
                     break code;
                 }
             }
@@ -244,7 +235,7 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
                         Err(_) => break,
                     }
                 }
-                if let Err(code) = write(&mut ws, &mut out, &mut close_request).await {
+                if let Err(code) = write(&mut ws, &mut out, &closer).await {
                     break code;
                 }
             }
@@ -253,7 +244,7 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
                     break Some(CloseCode::IdleTimeout);
                 }
                 out.push(Bytes::from_static(PING_FRAME.as_bytes()));
-                if let Err(code) = write(&mut ws, &mut out, &mut close_request).await {
+                if let Err(code) = write(&mut ws, &mut out, &closer).await {
                     break code;
                 }
             }

@@ -205,6 +205,8 @@ async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Re
     let deadline = Instant::now() + Duration::from_secs(600);
 
     // Phase 1: steady rate.
+    let steady_cpu_before = cpu_seconds(server.pid());
+    let steady_client_cpu_before = cpu_seconds(std::process::id());
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.1)));
     for _ in 0..steady {
         tick.tick().await;
@@ -213,6 +215,14 @@ async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Re
             .await?;
     }
     wait_delivered(&delivered, steady as u64 * n, deadline, server.name).await?;
+    let steady_cpu = cpu_seconds(server.pid()) - steady_cpu_before;
+    let steady_client_cpu = cpu_seconds(std::process::id()) - steady_client_cpu_before;
+    eprintln!(
+        "{}: steady phase: server {:.2} µs CPU per delivery, bench client {:.2} µs",
+        server.name,
+        steady_cpu * 1e6 / (steady as f64 * n as f64),
+        steady_client_cpu * 1e6 / (steady as f64 * n as f64)
+    );
 
     // Phase 2: closed loop — message k goes once message k - window reached everyone.
     let cpu_before = cpu_seconds(server.pid());
