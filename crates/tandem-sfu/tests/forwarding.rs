@@ -239,6 +239,120 @@ async fn late_receive_only_joiner_gets_existing_tracks() {
     assert!(ok, "c received {:?}", c.tracks);
 }
 
+/// Bytes that look like each protocol multiplexed on the port (RFC 7983: STUN,
+/// DTLS, RTP/RTCP) but are malformed, truncated, unauthenticated or oversized.
+fn hostile_datagrams() -> Vec<Vec<u8>> {
+    let noise = |n: usize, seed: u32| -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+            .collect()
+    };
+    let rtp = |extra: &[u8]| {
+        let mut p = vec![0x80, 96, 0x12, 0x34, 0, 0, 0x10, 0, 0xca, 0xfe, 0xba, 0xbe];
+        p.extend_from_slice(extra);
+        p
+    };
+    let mut stun_bad_integrity = vec![0x00, 0x01, 0x00, 0x18, 0x21, 0x12, 0xa4, 0x42];
+    stun_bad_integrity.extend([9u8; 12]);
+    stun_bad_integrity.extend([0x00, 0x08, 0x00, 0x14]); // MESSAGE-INTEGRITY
+    stun_bad_integrity.extend([0u8; 20]);
+    let mut stun_lying_length = vec![0x00, 0x01, 0x7f, 0xfc, 0x21, 0x12, 0xa4, 0x42];
+    stun_lying_length.extend([3u8; 12]);
+    let dtls = |content_type: u8, epoch: u8, body: Vec<u8>| {
+        let mut r = vec![content_type, 0xfe, 0xfd, 0, epoch, 0, 0, 0, 0, 0, 9];
+        r.extend((body.len() as u16).to_be_bytes());
+        r.extend(body);
+        r
+    };
+    let mut client_hello = vec![1, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0, 40, 0xfe, 0xfd];
+    client_hello.extend(noise(38, 5));
+    vec![
+        vec![],
+        vec![0x80],
+        rtp(&[]),            // header only
+        rtp(&noise(300, 1)), // unknown SSRC, no valid SRTP tag
+        {
+            let mut p = rtp(&noise(40, 2));
+            p[0] = 0x8f; // claims 15 CSRCs
+            p
+        },
+        {
+            let mut p = rtp(&[0xbe, 0xde, 0xff, 0xff]); // extension longer than the packet
+            p[0] = 0x90;
+            p
+        },
+        {
+            let mut p = rtp(&noise(20, 3));
+            p[0] = 0xa0; // padding bit, bogus padding length in the last byte
+            p
+        },
+        vec![0x80, 200, 0xff, 0xff, 1, 2, 3, 4], // RTCP SR with a huge length
+        vec![0x81, 205, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8], // RTCP feedback, no SRTCP tag
+        stun_bad_integrity,
+        stun_lying_length,
+        dtls(22, 0, client_hello), // a fresh ClientHello mid-session
+        dtls(23, 1, noise(64, 4)), // application data that fails to decrypt
+        dtls(21, 1, vec![2, 40]),  // an unauthenticated fatal alert
+        dtls(20, 0, vec![1]),      // ChangeCipherSpec out of order
+        dtls(22, 0, vec![]),       // empty handshake record
+        noise(1400, 6),
+        noise(9000, 7), // larger than any MTU
+    ]
+}
+
+/// Hostile bytes from a connected participant's own address (the port is reachable
+/// by anyone, and UDP sources can be spoofed) must not end that participant's
+/// session, disturb the others, or panic: media keeps flowing both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_from_a_participant_address_are_survived() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, true).await;
+    let flowing = |m: &[&mut Member], a_min: usize, b_min: usize| {
+        m[0].peer.got_from(MediaKind::Video, 0xB2) >= a_min
+            && m[1].peer.got_from(MediaKind::Video, 0xA1) >= b_min
+    };
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| flowing(m, 5, 5),
+    )
+    .await;
+    assert!(ok, "media before the attack");
+    let m = sfu.metrics();
+    for round in 0..3 {
+        for d in hostile_datagrams() {
+            a.peer.send_raw(sfu.local_addr(), &d);
+        }
+        let (a_seen, b_seen) = (
+            a.peer.got_from(MediaKind::Video, 0xB2),
+            b.peer.got_from(MediaKind::Video, 0xA1),
+        );
+        let ok = run_until(
+            &sfu,
+            &mut [&mut a, &mut b],
+            Duration::from_secs(5),
+            true,
+            |m| flowing(m, a_seen + 5, b_seen + 5),
+        )
+        .await;
+        assert!(
+            ok,
+            "round {round}: media stopped (a got {} of B's frames, b got {} of A's); closed: {:?} {:?}",
+            a.peer.got_from(MediaKind::Video, 0xB2),
+            b.peer.got_from(MediaKind::Video, 0xA1),
+            a.closed,
+            b.closed
+        );
+    }
+    assert_eq!(a.closed, None);
+    assert_eq!(b.closed, None);
+    assert_eq!(m.participants.load(Relaxed), 2);
+    assert_eq!(m.panics.load(Relaxed), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participant_that_never_connects_is_dropped() {
     let sfu = Sfu::start(config()).await.unwrap();

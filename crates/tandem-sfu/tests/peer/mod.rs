@@ -121,6 +121,12 @@ impl Peer {
         p
     }
 
+    /// Sends raw bytes from this peer's own UDP socket: to the SFU they come from the
+    /// address of a connected participant (as a spoofed or buggy sender's would).
+    pub fn send_raw(&self, to: SocketAddr, bytes: &[u8]) {
+        self.socket.send_to(bytes, to).unwrap();
+    }
+
     /// Whether this peer's media goes over TCP (connected to the server over TCP).
     pub fn uses_tcp(&self) -> bool {
         self.tcp.is_some()
