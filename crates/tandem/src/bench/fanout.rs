@@ -1,6 +1,7 @@
 //! Fan-out benchmark: one publisher, N subscribers on one channel, closed loop.
 
 use super::procstat::{cpu_seconds, rss_kib};
+use super::rawframes::RawFrames;
 use super::servers::{start_node, start_tandem, ServerProcess, BENCH_KEY, BENCH_SECRET};
 use super::FanoutArgs;
 use anyhow::{bail, Context, Result};
@@ -121,13 +122,17 @@ async fn connect_many(
 }
 
 /// Microseconds since `epoch`, embedded in each payload as `"t":…`.
-fn parse_t(text: &str) -> Option<u64> {
-    let start = text.find("\"t\":")? + 4;
-    let digits: &str = &text[start..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+fn parse_t(payload: &[u8]) -> Option<u64> {
+    let start = payload.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let digits = payload[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .take(19);
+    let mut t = None;
+    for d in digits {
+        t = Some(t.unwrap_or(0u64) * 10 + u64::from(d - b'0'));
+    }
+    t
 }
 
 /// Waits until `delivered` reaches `target`, failing after the deadline.
@@ -164,21 +169,23 @@ async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Re
     let steady = args.latency_messages;
     let per_subscriber = steady + args.messages;
     let mut readers = Vec::with_capacity(subs.len());
-    for mut ws in subs {
+    for ws in subs {
         let delivered = delivered.clone();
+        // Nothing is buffered in `ws` here: the server sends nothing after the
+        // subscribe reply until the first publication.
+        let mut frames = RawFrames::new(ws.into_inner());
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_subscriber);
-            while latencies.len() < per_subscriber {
-                let Some(Ok(msg)) = ws.next().await else {
-                    break;
-                };
-                let Some(text) = msg.as_text() else { continue };
-                if let Some(t) = parse_t(text) {
-                    let now = epoch.elapsed().as_micros() as u64;
-                    latencies.push(now.saturating_sub(t) as u32);
-                    delivered.fetch_add(1, Relaxed);
-                }
-            }
+            frames
+                .for_each_text(|payload| {
+                    if let Some(t) = parse_t(payload) {
+                        let now = epoch.elapsed().as_micros() as u64;
+                        latencies.push(now.saturating_sub(t) as u32);
+                        delivered.fetch_add(1, Relaxed);
+                    }
+                    latencies.len() < per_subscriber
+                })
+                .await;
             latencies
         }));
     }
@@ -350,4 +357,19 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_t;
+
+    #[test]
+    fn reads_the_timestamp_from_a_payload() {
+        assert_eq!(parse_t(br#"{"t":1234,"p":"xx"}"#), Some(1234));
+        let publication =
+            br#"{"type":"publication","channel":"bench","offset":7,"data":{"t":42,"p":""}}"#;
+        assert_eq!(parse_t(publication), Some(42));
+        assert_eq!(parse_t(br#"{"p":"no stamp"}"#), None);
+        assert_eq!(parse_t(br#"{"t":"x"}"#), None);
+    }
 }

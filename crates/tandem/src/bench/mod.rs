@@ -3,6 +3,7 @@
 
 mod fanout;
 mod procstat;
+mod rawframes;
 mod servers;
 
 use clap::{Args, Subcommand};
