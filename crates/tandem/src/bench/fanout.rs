@@ -2,7 +2,7 @@
 
 use super::procstat::{cpu_seconds, rss_kib};
 use super::rawframes::RawFrames;
-use super::servers::{start_node, start_tandem, ServerProcess, BENCH_KEY, BENCH_SECRET};
+use super::servers::{start_baseline, start_node, start_tandem, ServerProcess, BENCH_KEY, BENCH_SECRET};
 use super::FanoutArgs;
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, SinkExt, StreamExt};
@@ -21,8 +21,10 @@ const CONNECT_CONCURRENCY: usize = 200;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Flavor {
+    /// Tandem's protocol: connect with a token, subscribe, publish.
     Tandem,
-    Node,
+    /// A plain broadcast server (Node `ws`, the bare baseline): raw payloads, no protocol.
+    Broadcast,
 }
 
 struct Outcome {
@@ -206,7 +208,7 @@ async fn fanout(args: &FanoutArgs, server: &ServerProcess, flavor: Flavor) -> Re
             Flavor::Tandem => format!(
                 "{{\"id\":{next_id},\"type\":\"publish\",\"channel\":\"{CHANNEL}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}"
             ),
-            Flavor::Node => format!("{{\"t\":{t},\"p\":\"{pad}\"}}"),
+            Flavor::Broadcast => format!("{{\"t\":{t},\"p\":\"{pad}\"}}"),
         }
     };
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -295,7 +297,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
     let node_available = args.node_server.exists();
     if !node_available {
         eprintln!(
-            "note: {} not found; running Tandem only",
+            "note: {} not found; running without the Node peer",
             args.node_server.display()
         );
     }
@@ -307,15 +309,26 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         let server = start_tandem(&bin)?;
         fanout(&args, &server, Flavor::Tandem).await?
     };
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        let server = start_baseline(&bin)?;
+        Some(fanout(&args, &server, Flavor::Broadcast).await?)
+    };
     let node = if node_available {
         let server = start_node(&args.node_server)?;
-        Some(fanout(&args, &server, Flavor::Node).await?)
+        Some(fanout(&args, &server, Flavor::Broadcast).await?)
     } else {
         None
     };
     println!("| server | steady p50 ms | steady p99 ms | capacity msg/s | loaded p50 ms | loaded p99 ms | server CPU s | bench client CPU s | server RSS MiB |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, o) in [("tandem", Some(&tandem)), ("node ws", node.as_ref())] {
+    let rows = [
+        ("tandem", Some(&tandem)),
+        ("bare baseline", baseline.as_ref()),
+        ("node ws", node.as_ref()),
+    ];
+    for (name, o) in rows {
         if let Some(o) = o {
             println!(
                 "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} |",
@@ -330,15 +343,16 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
             );
         }
     }
-    if let Some(node) = &node {
-        let ratio =
-            (tandem.delivered as f64 / tandem.seconds) / (node.delivered as f64 / node.seconds);
-        println!("ratio tandem/node capacity (delivered msg/s): {ratio:.2}x");
-        let per_cpu = |o: &Outcome| o.delivered as f64 / o.cpu.max(0.001);
-        println!(
-            "ratio tandem/node delivered msg per server CPU-second: {:.2}x",
-            per_cpu(&tandem) / per_cpu(node)
-        );
+    let rate = |o: &Outcome| o.delivered as f64 / o.seconds;
+    let per_cpu = |o: &Outcome| o.delivered as f64 / o.cpu.max(0.001);
+    for (name, peer) in [("node", node.as_ref()), ("baseline", baseline.as_ref())] {
+        if let Some(peer) = peer {
+            println!(
+                "ratio tandem/{name}: capacity (delivered msg/s) {:.2}x, delivered msg per server CPU-second {:.2}x",
+                rate(&tandem) / rate(peer),
+                per_cpu(&tandem) / per_cpu(peer)
+            );
+        }
     }
     if args.idle > 0 {
         let server = start_tandem(&bin)?;
@@ -349,7 +363,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         );
         if node_available {
             let server = start_node(&args.node_server)?;
-            let per_node = idle_cost(&server, Flavor::Node, args.idle).await?;
+            let per_node = idle_cost(&server, Flavor::Broadcast, args.idle).await?;
             println!(
                 "idle: {} connections, node ws RSS per connection: {per_node:.1} KiB",
                 args.idle

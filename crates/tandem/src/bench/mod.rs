@@ -1,6 +1,7 @@
 //! `tandem bench …`: side-by-side measurements. Each bench runs Tandem and a peer
 //! server (Node `ws`) in the same invocation with the same load and prints the ratio.
 
+mod baseline;
 mod fanout;
 mod procstat;
 mod rawframes;
@@ -15,6 +16,9 @@ pub enum BenchCommand {
     /// latency, server CPU and RSS; then the same against a minimal Node `ws` broadcast
     /// server; then N idle connections and the RSS each one costs.
     Fanout(FanoutArgs),
+    /// The bare baseline server that `fanout` starts beside Tandem (prints its address).
+    #[command(hide = true)]
+    BroadcastServer,
 }
 
 #[derive(Args, Clone)]
@@ -44,6 +48,9 @@ pub struct FanoutArgs {
     /// The Node `ws` broadcast server script; skipped when absent.
     #[arg(long, default_value = "bench/fanout/node-server.mjs")]
     pub node_server: PathBuf,
+    /// Skip the bare baseline (a minimal Rust broadcast server, `baseline.rs`).
+    #[arg(long)]
+    pub no_baseline: bool,
     /// The tandem binary to benchmark (defaults to this one).
     #[arg(long)]
     pub tandem_bin: Option<PathBuf>,
@@ -52,5 +59,6 @@ pub struct FanoutArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Fanout(args) => fanout::run(args).await,
+        BenchCommand::BroadcastServer => baseline::run().await,
     }
 }

@@ -82,6 +82,23 @@ pub fn start_tandem(bin: &Path) -> Result<ServerProcess> {
     })
 }
 
+/// The bare Rust broadcast server (`tandem bench broadcast-server`).
+pub fn start_baseline(bin: &Path) -> Result<ServerProcess> {
+    let mut child = Command::new(bin)
+        .args(["bench", "broadcast-server"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let addr = wait_for_address(&mut child, "baseline listening on ")?;
+    Ok(ServerProcess {
+        child,
+        addr,
+        name: "baseline",
+        dir: None,
+    })
+}
+
 /// The minimal Node `ws` broadcast server.
 pub fn start_node(script: &Path) -> Result<ServerProcess> {
     let mut child = Command::new("node")
