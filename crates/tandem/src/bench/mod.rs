@@ -55,6 +55,9 @@ pub struct SfuArgs {
     /// default: this host's address toward its default route.
     #[arg(long)]
     pub janus_ip: Option<std::net::IpAddr>,
+    /// Also print the results as one JSON line (`sfu-results {…}`), for scripts and tests.
+    #[arg(long)]
+    pub json: bool,
     /// The tandem binary to benchmark (defaults to this one).
     #[arg(long)]
     pub tandem_bin: Option<PathBuf>,

@@ -63,6 +63,24 @@ impl Outcome {
         self.forwarded_pps * self.seconds / self.server_cpu.max(1e-9)
     }
 
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "server": self.name,
+            "subscribers": self.subscribers,
+            "subscribers_receiving": self.subscribers_receiving,
+            "published_pps": self.sent_pps,
+            "forwarded_pps": self.forwarded_pps,
+            "forwarded_payload_mbps": self.forwarded_payload_mbps,
+            "loss_mean_percent": self.loss_mean,
+            "loss_max_percent": self.loss_max,
+            "server_cpu_s": self.server_cpu,
+            "client_cpu_s": self.client_cpu,
+            "forwarded_per_server_cpu_s": self.per_cpu(),
+            "server_rss_mib": self.rss_mib,
+            "seconds": self.seconds,
+        })
+    }
+
     /// Forwarded payload megabits per server CPU-second (fair when the servers
     /// packetize differently: Tandem repacketizes frames, Janus relays packets).
     pub fn mbit_per_cpu(&self) -> f64 {
@@ -107,6 +125,10 @@ pub async fn run(args: SfuArgs) -> Result<()> {
         outcomes.push(measure("janus", server.pid(), &call, &args).await?);
     }
     print_table(&outcomes, &args);
+    if args.json {
+        let results: Vec<serde_json::Value> = outcomes.iter().map(Outcome::to_json).collect();
+        println!("sfu-results {}", serde_json::Value::from(results));
+    }
     Ok(())
 }
 
