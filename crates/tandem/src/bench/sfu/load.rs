@@ -15,7 +15,7 @@
 
 use super::loss::SeqCounter;
 use super::synth::{Frame, Synth};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -54,7 +54,10 @@ pub struct PeerReport {
     pub received: u64,
     /// RTP packets the sequence numbers say should have arrived (subscriber).
     pub expected: u64,
-    /// RTP payload bytes received (subscriber).
+    /// Copies of packets already received (subscriber): retransmissions that were
+    /// not needed, and RTX bandwidth probes. Not counted as forwarded.
+    pub duplicates: u64,
+    /// RTP payload bytes of the distinct packets received (subscriber).
     pub received_bytes: u64,
     /// RTP datagrams sent, retransmissions included (publisher).
     pub sent: u64,
@@ -320,6 +323,7 @@ impl Peer {
                 let _ = reply.send(PeerReport {
                     received,
                     expected,
+                    duplicates: self.seq.duplicates(),
                     ..self.window
                 });
             }
@@ -387,12 +391,10 @@ impl Peer {
     fn event(&mut self, e: Event) -> Result<()> {
         match e {
             Event::Connected => self.shared.connected.store(true, Relaxed),
-            Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected) => {
-                bail!("ICE disconnected")
-            }
             Event::RtpPacket(p) => {
-                self.seq.on_packet(*p.header.ssrc, *p.seq_no);
-                self.window.received_bytes += p.payload.len() as u64;
+                if self.seq.on_packet(*p.header.ssrc, *p.seq_no) {
+                    self.window.received_bytes += p.payload.len() as u64;
+                }
                 self.shared.packets.fetch_add(1, Relaxed);
             }
             Event::KeyframeRequest(r) if Some(r.mid) == self.video => {

@@ -47,6 +47,8 @@ pub struct Outcome {
     pub subscribers: usize,
     pub sent_pps: f64,
     pub forwarded_pps: f64,
+    /// Duplicate packets/s received by all subscribers together (not in `forwarded_pps`).
+    pub duplicates_pps: f64,
     /// RTP payload bits/s received by all subscribers together.
     pub forwarded_payload_mbps: f64,
     pub loss_mean: f64,
@@ -70,6 +72,7 @@ impl Outcome {
             "subscribers_receiving": self.subscribers_receiving,
             "published_pps": self.sent_pps,
             "forwarded_pps": self.forwarded_pps,
+            "duplicates_pps": self.duplicates_pps,
             "forwarded_payload_mbps": self.forwarded_payload_mbps,
             "loss_mean_percent": self.loss_mean,
             "loss_max_percent": self.loss_max,
@@ -168,12 +171,13 @@ pub async fn measure(
     let (cpu0, client0, t0) = (cpu_seconds(server_pid), cpu_seconds(me), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let mut subs = Vec::new();
+    // A peer that stopped (its task failed) reports nothing: it lost everything.
     for s in &call.subscribers {
-        subs.push(s.report().await?);
+        subs.push(s.report().await.unwrap_or_default());
     }
     let mut sent = 0;
     for p in &call.publishers {
-        sent += p.report().await?.sent;
+        sent += p.report().await.unwrap_or_default().sent;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let (cpu1, client1) = (cpu_seconds(server_pid), cpu_seconds(me));
@@ -186,6 +190,7 @@ pub async fn measure(
         subscribers: call.subscribers.len(),
         sent_pps: sent as f64 / seconds,
         forwarded_pps: forwarded as f64 / seconds,
+        duplicates_pps: subs.iter().map(|r| r.duplicates).sum::<u64>() as f64 / seconds,
         forwarded_payload_mbps: forwarded_bytes as f64 * 8.0 / 1e6 / seconds,
         loss_mean: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
         loss_max: losses.iter().copied().fold(0.0, f64::max),
@@ -211,19 +216,20 @@ fn print_table(outcomes: &[Outcome], args: &SfuArgs) {
     );
     println!(
         "| server | subscribers receiving | published pkt/s | forwarded pkt/s | forwarded payload Mbit/s \
-         | loss mean % | loss max % | server CPU s | fwd pkt per server CPU-s \
+         | duplicates pkt/s | loss mean % | loss max % | server CPU s | fwd pkt per server CPU-s \
          | fwd Mbit per server CPU-s | server RSS MiB | client CPU s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         println!(
-            "| {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
+            "| {} | {}/{} | {:.0} | {:.0} | {:.1} | {:.0} | {:.3} | {:.3} | {:.2} | {:.0} | {:.0} | {:.1} | {:.2} |",
             o.name,
             o.subscribers_receiving,
             o.subscribers,
             o.sent_pps,
             o.forwarded_pps,
             o.forwarded_payload_mbps,
+            o.duplicates_pps,
             o.loss_mean,
             o.loss_max,
             o.server_cpu,
