@@ -63,6 +63,8 @@ pub struct PeerReport {
     pub sent: u64,
     /// Bytes of those datagrams.
     pub sent_bytes: u64,
+    /// Media bytes (frames) written (publisher).
+    pub media_bytes: u64,
 }
 
 enum Cmd {
@@ -441,6 +443,7 @@ impl Peer {
             else {
                 continue;
             };
+            self.window.media_bytes += data.len() as u64;
             writer.write(pt, now, time, data)?;
         }
         Ok(())

@@ -175,13 +175,15 @@ pub async fn measure(
     for s in &call.subscribers {
         subs.push(s.report().await.unwrap_or_default());
     }
-    let mut sent = 0;
+    let (mut sent, mut media_bytes) = (0, 0);
     for p in &call.publishers {
-        sent += p.report().await.unwrap_or_default().sent;
+        let r = p.report().await.unwrap_or_default();
+        sent += r.sent;
+        media_bytes += r.media_bytes;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let (cpu1, client1) = (cpu_seconds(server_pid), cpu_seconds(me));
-    let losses: Vec<f64> = subs.iter().map(loss_of).collect();
+    let losses: Vec<f64> = subs.iter().map(|r| loss_of(r, media_bytes)).collect();
     let forwarded: u64 = subs.iter().map(|r| r.received).sum();
     let forwarded_bytes: u64 = subs.iter().map(|r| r.received_bytes).sum();
     Ok(Outcome {
@@ -201,12 +203,19 @@ pub async fn measure(
     })
 }
 
-/// A subscriber's loss in percent. One that received nothing in the window lost all.
-fn loss_of(r: &PeerReport) -> f64 {
+/// A subscriber's loss in percent: the larger of the sequence-number gaps and the
+/// media bytes missing against what the publishers wrote. Sequence gaps alone miss
+/// what an SFU drops before it packetizes (Tandem renumbers each subscriber's leg);
+/// payload bytes count the VP8 descriptor too, a few bytes per packet, so small
+/// negative differences are read as none. One that received nothing lost all.
+fn loss_of(r: &PeerReport, published_media_bytes: u64) -> f64 {
     if r.expected == 0 {
         return 100.0;
     }
-    r.expected.saturating_sub(r.received) as f64 * 100.0 / r.expected as f64
+    let gaps = r.expected.saturating_sub(r.received) as f64 * 100.0 / r.expected as f64;
+    let bytes = published_media_bytes.saturating_sub(r.received_bytes) as f64 * 100.0
+        / published_media_bytes.max(1) as f64;
+    gaps.max(bytes)
 }
 
 fn print_table(outcomes: &[Outcome], args: &SfuArgs) {
