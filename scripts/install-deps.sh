@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh Debian machine, skipping what is there.
-# Debian: chromium (browser tests), coturn (turnutils_* clients, TURN tests and bench).
+# Debian: chromium (browser tests), coturn (turnutils_* clients, TURN tests and bench),
+# janus (the peer of `tandem bench sfu`).
 # PyPI: PyJWT (a token minted by an independent JWT library), aiortc (WebRTC peer).
 set -euo pipefail
 
@@ -8,6 +9,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v janus >/dev/null 2>&1 || need_apt+=(janus)  # bench sfu's peer (smoke test)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -2,7 +2,7 @@
 
 use super::procstat::{cpu_seconds, rss_kib};
 use super::rawframes::RawFrames;
-use super::servers::{start_baseline, start_node, start_tandem, ServerProcess, BENCH_KEY, BENCH_SECRET};
+use super::servers::{self, start_baseline, start_node, start_tandem, ServerProcess};
 use super::FanoutArgs;
 use anyhow::{bail, Context, Result};
 use futures_util::{stream, SinkExt, StreamExt};
@@ -10,7 +10,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_server::auth::{self, ChannelGrants, Claims, Grants};
+use tandem_server::auth::{ChannelGrants, Grants};
 use tokio::net::TcpStream;
 use tokio_websockets::{Message, WebSocketStream};
 
@@ -40,7 +40,6 @@ struct Outcome {
 }
 
 fn token(identity: &str, publish: bool) -> String {
-    let now = auth::now_secs();
     let channels = if publish {
         ChannelGrants {
             subscribe: vec![],
@@ -52,17 +51,13 @@ fn token(identity: &str, publish: bool) -> String {
             publish: vec![],
         }
     };
-    let claims = Claims {
-        iss: BENCH_KEY.into(),
-        sub: identity.into(),
-        exp: now + 3600,
-        grants: Grants {
+    servers::token(
+        identity,
+        Grants {
             channels,
             ..Grants::default()
         },
-        ..Claims::default()
-    };
-    auth::encode(&claims, BENCH_SECRET)
+    )
 }
 
 async fn open(server: &ServerProcess, path: &str) -> Result<Ws> {
@@ -306,7 +301,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         args.subscribers, args.latency_messages, args.rate, args.messages, args.window, args.size
     );
     let tandem = {
-        let server = start_tandem(&bin)?;
+        let server = start_tandem(&bin, "")?;
         fanout(&args, &server, Flavor::Tandem).await?
     };
     let baseline = if args.no_baseline {
@@ -355,7 +350,7 @@ pub async fn run(args: FanoutArgs) -> Result<()> {
         }
     }
     if args.idle > 0 {
-        let server = start_tandem(&bin)?;
+        let server = start_tandem(&bin, "")?;
         let per = idle_cost(&server, Flavor::Tandem, args.idle).await?;
         println!(
             "idle: {} authenticated connections, tandem RSS per connection: {per:.1} KiB",

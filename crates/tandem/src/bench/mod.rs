@@ -1,11 +1,13 @@
 //! `tandem bench …`: side-by-side measurements. Each bench runs Tandem and a peer
-//! server (Node `ws`) in the same invocation with the same load and prints the ratio.
+//! server (Node `ws`, Janus) in the same invocation with the same load and prints the
+//! ratio.
 
 mod baseline;
 mod fanout;
 mod procstat;
 mod rawframes;
 mod servers;
+mod sfu;
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -19,6 +21,51 @@ pub enum BenchCommand {
     /// The bare baseline server that `fanout` starts beside Tandem (prints its address).
     #[command(hide = true)]
     BroadcastServer,
+    /// P publishers (synthetic VP8 + Opus) and S subscribers in one SFU call, through
+    /// Tandem's SFU and then Janus's VideoRoom: forwarded packets/s, loss, server CPU
+    /// and RSS, forwarded packets per server CPU-second.
+    Sfu(SfuArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct SfuArgs {
+    /// Participants publishing one VP8 and one Opus track each.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Receive-only participants, each subscribed to every publisher.
+    #[arg(long, default_value_t = 50)]
+    pub subscribers: usize,
+    /// Average video bitrate per publisher (keyframes included); audio is 32 kbit/s.
+    #[arg(long, default_value_t = 1000)]
+    pub bitrate_kbps: u64,
+    /// Seconds between periodic keyframes (more come when a subscriber asks).
+    #[arg(long, default_value_t = 2)]
+    pub keyframe_secs: u64,
+    /// Seconds measured, after set-up and warm-up.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of media before the measurement starts.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Most seconds to wait for media to reach every subscriber.
+    #[arg(long, default_value_t = 120)]
+    pub setup_timeout: u64,
+    /// Threads driving the load client's peers.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Also run the same load against Janus's VideoRoom (needs `janus` installed).
+    #[arg(long, value_enum, default_value = "on")]
+    pub janus: sfu::JanusMode,
+    /// The local address Janus's ICE uses (Janus never uses loopback interfaces);
+    /// default: this host's address toward its default route.
+    #[arg(long)]
+    pub janus_ip: Option<std::net::IpAddr>,
+    /// Also print the results as one JSON line (`sfu-results {…}`), for scripts and tests.
+    #[arg(long)]
+    pub json: bool,
+    /// The tandem binary to benchmark (defaults to this one).
+    #[arg(long)]
+    pub tandem_bin: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -60,5 +107,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Fanout(args) => fanout::run(args).await,
         BenchCommand::BroadcastServer => baseline::run().await,
+        BenchCommand::Sfu(args) => sfu::run(args).await,
     }
 }

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use tandem_server::auth::{self, Claims, Grants};
 
 pub const BENCH_KEY: &str = "bench";
 pub const BENCH_SECRET: &str = "bench-secret-0123456789-0123456789-0123";
@@ -33,7 +34,7 @@ impl Drop for ServerProcess {
 }
 
 /// Reads the child's stdout until a line starting with `prefix`, then parses the address.
-fn wait_for_address(child: &mut Child, prefix: &str) -> Result<SocketAddr> {
+pub fn wait_for_address(child: &mut Child, prefix: &str) -> Result<SocketAddr> {
     let stdout = child.stdout.take().context("child stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
@@ -50,8 +51,9 @@ fn wait_for_address(child: &mut Child, prefix: &str) -> Result<SocketAddr> {
     bail!("server exited before printing '{prefix}…'")
 }
 
-/// Tandem with limits opened up for a load test (history stays durable: sync = full).
-pub fn start_tandem(bin: &Path) -> Result<ServerProcess> {
+/// Tandem with limits opened up for a load test (history stays durable: sync = full),
+/// plus `extra` TOML (sections that the base config does not have, e.g. `[sfu]`).
+pub fn start_tandem(bin: &Path, extra: &str) -> Result<ServerProcess> {
     let dir = std::env::temp_dir().join(format!(
         "tandem-bench-{}-{}",
         std::process::id(),
@@ -60,7 +62,8 @@ pub fn start_tandem(bin: &Path) -> Result<ServerProcess> {
     std::fs::create_dir_all(&dir)?;
     let config = format!(
         "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[keys]\n{BENCH_KEY} = \"{BENCH_SECRET}\"\n\
-         [limits]\npublish_rate = 1000000\npublish_burst = 1000000\nmax_connections_per_identity = 1000000\n",
+         [limits]\npublish_rate = 1000000\npublish_burst = 1000000\nmax_connections_per_identity = 1000000\n\
+         max_participants_per_room = 1000000\n{extra}",
         dir.join("data").display()
     );
     let config_path = dir.join("tandem.toml");
@@ -116,7 +119,19 @@ pub fn start_node(script: &Path) -> Result<ServerProcess> {
     })
 }
 
-fn fastrand_suffix() -> u64 {
+/// A token for the bench's own key, with `grants`, valid for an hour.
+pub fn token(identity: &str, grants: Grants) -> String {
+    let claims = Claims {
+        iss: BENCH_KEY.into(),
+        sub: identity.into(),
+        exp: auth::now_secs() + 3600,
+        grants,
+        ..Claims::default()
+    };
+    auth::encode(&claims, BENCH_SECRET)
+}
+
+pub fn fastrand_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
