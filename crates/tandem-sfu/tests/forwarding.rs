@@ -405,18 +405,25 @@ async fn data_channel_messages_reach_the_rest_of_the_room() {
         },
     )
     .await;
+    // Every relayed message names its sender (the server writes the sid, see
+    // tandem_sfu::envelope), so receivers know who sent it.
     let texts =
         |m: &Member| -> Vec<String> { m.peer.messages.iter().map(|(_, t)| t.clone()).collect() };
     assert!(ok, "a {:?} b {:?} c {:?}", texts(&a), texts(&b), texts(&c));
     let mut got_b = texts(&b);
     got_b.sort();
-    assert_eq!(got_b, vec!["hello from a", "hello from c"]);
+    assert_eq!(got_b, vec!["CA\nhello from a", "CC\nhello from c"]);
     assert_eq!(
         texts(&a),
-        vec!["hello from c"],
+        vec!["CC\nhello from c"],
         "never echoed to the sender"
     );
-    assert_eq!(texts(&c), vec!["hello from a"]);
+    assert_eq!(texts(&c), vec!["CA\nhello from a"]);
+    let relayed = c.peer.messages[0].1.as_bytes();
+    assert_eq!(
+        tandem_sfu::envelope::unwrap(relayed),
+        Some(("CA", &b"hello from a"[..]))
+    );
     assert!(b.peer.messages.iter().all(|(l, _)| l == "chat"));
     assert_eq!(sfu.metrics().data_messages_forwarded.load(Relaxed), 4);
 }
