@@ -549,6 +549,15 @@ impl Engine {
         next.min(self.next_speaker_check)
     }
 
+    /// The earliest timeout any participant asked for (after [`Engine::settle`] polled
+    /// them), at the latest `later`.
+    pub fn next_timeout(&self, later: Instant) -> Instant {
+        self.entries
+            .values()
+            .map(|e| e.participant.next_timeout)
+            .fold(later, Instant::min)
+    }
+
     /// For every subscriber: asks its bandwidth estimator to probe up to what its
     /// simulcast tracks could use, and picks each unpinned track's layer from the
     /// estimate (switching on the next keyframe of that layer).
@@ -688,7 +697,7 @@ impl Engine {
                         .is_some_and(|(tx, f)| tx.try_send(f).is_ok()),
                     _ => false,
                 };
-                let events = entry.participant.poll(&mut send);
+                let events = entry.participant.poll(now, &mut send);
                 for event in events {
                     self.on_event(pid, event, now);
                 }

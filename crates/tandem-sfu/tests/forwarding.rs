@@ -587,6 +587,52 @@ async fn publishers_are_told_the_video_bitrate_cap() {
     assert!((250_000..=300_000).contains(&remb), "cap {remb}");
 }
 
+/// Frames that reach the SFU faster than its I/O loop turns (a clump of packets, or
+/// several publishers on a busy machine) are all forwarded at once: every timeout the
+/// subscriber's pacer asks for when it has more to send is fed, not one per turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_frames_reaches_the_subscriber_without_delay() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= 3,
+    )
+    .await;
+    assert!(ok, "video flows");
+    // Let the frames still on their way arrive, then send a clump of 150
+    // (more could overflow the socket's receive buffer).
+    run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_millis(300),
+        false,
+        |_| false,
+    )
+    .await;
+    let before = b.peer.got_from(MediaKind::Video, 0xA1);
+    a.peer.send_video_burst(150);
+    let t0 = Instant::now();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(2),
+        false,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= before + 150,
+    )
+    .await;
+    assert!(
+        ok,
+        "{} of 150 frames arrived in {:?}",
+        b.peer.got_from(MediaKind::Video, 0xA1) - before,
+        t0.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn ice_tcp_can_be_turned_off() {
     let sfu = Sfu::start(SfuConfig {
