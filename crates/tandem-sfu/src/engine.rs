@@ -652,11 +652,7 @@ impl Engine {
     fn push_speakers(&mut self, now: Instant) {
         let mut empty_rooms = Vec::new();
         for (room, (detector, last)) in self.speakers.iter_mut() {
-            let active: Vec<(String, i8)> = detector
-                .active(now)
-                .into_iter()
-                .filter_map(|(pid, level)| Some((self.router.sid(pid)?.to_string(), level)))
-                .collect();
+            let active = active_speakers(detector, &self.router, now);
             let sids: Vec<String> = active.iter().map(|(s, _)| s.clone()).collect();
             if sids != *last {
                 *last = sids;
@@ -677,6 +673,24 @@ impl Engine {
         }
         for room in empty_rooms {
             self.speakers.remove(&room);
+        }
+    }
+
+    /// Tells `pid` who is speaking in its room now: the others heard it when the list
+    /// last changed, and it may not change again for a while.
+    fn push_speakers_to(&self, pid: Pid, now: Instant) {
+        let Some(e) = self.entries.get(&pid) else {
+            return;
+        };
+        let Some((detector, _)) = self.speakers.get(&e.participant.room) else {
+            return;
+        };
+        let speakers = active_speakers(detector, &self.router, now);
+        if !speakers.is_empty() {
+            (e.sink)(Signal::ActiveSpeakers {
+                room: e.participant.room.clone(),
+                speakers,
+            });
         }
     }
 
@@ -823,6 +837,7 @@ impl Engine {
                     // Offers wait for the connection (see `negotiate`).
                     self.renegotiate.insert(pid);
                 }
+                self.push_speakers_to(pid, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 if let Some(e) = self.entries.get_mut(&pid) {
@@ -963,6 +978,15 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// A room's active speakers by sid, loudest first, with their level.
+fn active_speakers(detector: &SpeakerDetector, router: &Router, now: Instant) -> Vec<(String, i8)> {
+    detector
+        .active(now)
+        .into_iter()
+        .filter_map(|(pid, level)| Some((router.sid(pid)?.to_string(), level)))
+        .collect()
 }
 
 fn out_for(router: &Router, track: crate::router::TrackId) -> Out {

@@ -326,6 +326,18 @@ async fn audio_levels_make_active_speaker_pushes() {
     // not above what A sends.
     let level = a.speakers[0].1;
     assert!((-50..=-20).contains(&level), "smoothed level {level}");
+    // A late joiner is told who speaks when it connects, though the list stays the same.
+    let mut c = Member::join(&sfu, "CC", 0xC3, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        true,
+        |m| m[2].speakers.len() == 1 && m[2].speakers[0].0 == "CA",
+    )
+    .await;
+    assert!(ok, "late joiner's speakers: {:?}", c.speakers);
+    sfu.leave("room", "CC");
     // A falls silent, B speaks: the list follows.
     a.peer.audio_level = Some(-127);
     b.peer.audio_level = Some(-10);
