@@ -47,7 +47,10 @@ class Participant:
         self.tracks_push = []
         self.frames = {"video": 0, "audio": 0}
         self.video_size = None
+        # (label, sender sid, text): the SFU puts the sender's sid and a newline
+        # before every relayed message.
         self.messages = []
+        self.sid = None
         self.own_offer_id = None
         self.channel = None
         # Negotiation steps run one at a time (own offer + its answer, server offers).
@@ -122,16 +125,20 @@ class Participant:
     async def start(self):
         self.ws = await websockets.connect(self.url)
         asyncio.create_task(self.reader())
-        await self.request("connect", token=self.token, protocol=1)
+        self.sid = (await self.request("connect", token=self.token, protocol=1))["client_id"]
         await self.request("join", room="call")
         self.pc.on("track", lambda track: asyncio.create_task(self.consume(track)))
 
+        def relayed(label, m):
+            sender, _, text = m.partition("\n")
+            self.messages.append((label, sender, text))
+
         @self.pc.on("datachannel")
         def on_datachannel(channel):
-            channel.on("message", lambda m: self.messages.append((channel.label, m)))
+            channel.on("message", lambda m: relayed(channel.label, m))
 
         self.channel = self.pc.createDataChannel("chat")
-        self.channel.on("message", lambda m: self.messages.append(("chat", m)))
+        self.channel.on("message", lambda m: relayed("chat", m))
         if self.publish:
             self.pc.addTransceiver(VideoStreamTrack(), direction="sendonly")
             self.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
@@ -209,9 +216,10 @@ async def main(tandem):
         )
         await until(10, lambda: a.channel.readyState == "open" and b.channel.readyState == "open")
         await asyncio.sleep(0.3)
-        a.channel.send("hello from aiortc")
-        ok = await until(10, lambda: ("chat", "hello from aiortc") in b.messages)
-        check("a data channel message reaches the other aiortc peer", ok, b.messages)
+        # A payload posing as another sender stays payload: the SFU's prefix comes first.
+        a.channel.send("Cforged\nhello from aiortc")
+        ok = await until(10, lambda: ("chat", a.sid, "Cforged\nhello from aiortc") in b.messages)
+        check("a data channel message reaches the other aiortc peer with its real sender", ok, b.messages)
         await a.close()
         ok = await until(15, lambda: b.tracks_push == [])
         check("the publisher's tracks are removed when it leaves", ok, b.tracks_push)

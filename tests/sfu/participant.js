@@ -9,7 +9,7 @@
     offersAnswered: 0,
     closed: null,
     errors: [],
-    messages: [], // [label, text]
+    messages: [], // [label, text, sender sid]
     speakers: [],
     speakerPushes: 0,
     everSpoke: [],
@@ -89,7 +89,12 @@
       lossy: pc.createDataChannel('lossy', { ordered: false, maxRetransmits: 0 }),
     };
     for (const [label, ch] of Object.entries(state.channels)) {
-      ch.onmessage = (ev) => state.messages.push([label, String(ev.data)]);
+      // The SFU writes the sender's sid and a newline before every relayed message.
+      ch.onmessage = (ev) => {
+        const raw = String(ev.data);
+        const at = raw.indexOf('\n');
+        state.messages.push([label, raw.slice(at + 1), at < 0 ? null : raw.slice(0, at)]);
+      };
     }
     if (publish) {
       const media = await navigator.mediaDevices.getUserMedia({

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Independent WebRTC stacks through the SFU of a real `tandem serve`: Chromium pages
-# (Debian's /usr/bin/chromium driven by playwright-core) and aiortc peers. Exits
+# (Debian's /usr/bin/chromium driven by playwright-core: the reference participant and
+# the browser SDK) and aiortc peers. Exits
 # non-zero when any check fails. Installs playwright-core (npm) and aiortc +
 # websockets (pip) when missing; never downloads a browser.
 set -euo pipefail
@@ -21,6 +22,8 @@ tandem="$root/target/debug/tandem"
 status=0
 echo "--- Chromium"
 node sfu.test.mjs "$tandem" || status=1
+echo "--- Chromium with the browser SDK (web/sdk)"
+timeout 420 node sdk.test.mjs "$tandem" || status=1
 echo "--- aiortc"
 python3 aiortc_participant.py "$tandem" || status=1
 exit $status

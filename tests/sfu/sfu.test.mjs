@@ -151,15 +151,16 @@ try {
   await pages[1].evaluate(() => window.sfuTest.send('lossy', 'fast from 1'));
   const data = await until('data relayed', 10000, async () => {
     const s = await Promise.all(pages.map((p) => p.evaluate(() => window.sfuTest.stats())));
-    const has = (x, label, text) => x.messages.some(([l, t]) => l === label && t === text);
+    // Each relayed message names its sender's sid (written by the server).
+    const has = (x, label, text, from) => x.messages.some(([l, t, f]) => l === label && t === text && f === from);
     const ok =
-      !has(s[0], 'chat', 'hello from 0') &&
-      s.slice(1).every((x) => has(x, 'chat', 'hello from 0')) &&
-      has(s[0], 'lossy', 'fast from 1') &&
-      has(s[2], 'lossy', 'fast from 1');
+      !has(s[0], 'chat', 'hello from 0', sids[0]) &&
+      s.slice(1).every((x) => has(x, 'chat', 'hello from 0', sids[0])) &&
+      has(s[0], 'lossy', 'fast from 1', sids[1]) &&
+      has(s[2], 'lossy', 'fast from 1', sids[1]);
     return { ok, messages: s.map((x) => x.messages) };
   });
-  check('room-wide data via the SFU on reliable and lossy channels', data.ok, data.messages);
+  check('room-wide data via the SFU on reliable and lossy channels, with the sender', data.ok, data.messages);
 
   // The last participant closes its page: the others lose its tracks.
   const gone = sids[PARTICIPANTS - 1];

@@ -215,7 +215,9 @@ function layoutGrid() {
   grid.style.gridTemplateColumns = `repeat(${best.cols}, ${w}px)`;
   grid.style.gridAutoRows = `${Math.floor(w / aspect)}px`;
   grid.dataset.count = String(n);
-  $('people-count').textContent = `${state.room ? state.room.participants.size + 1 : 1} in room`;
+  // The media path (mesh or through the server's SFU): the SDK switches by itself.
+  const via = state.call?.mode === 'sfu' ? ' · via server (SFU)' : state.call ? ' · peer to peer' : '';
+  $('people-count').textContent = `${state.room ? state.room.participants.size + 1 : 1} in room${via}`;
 }
 window.addEventListener('resize', layoutGrid);
 
@@ -280,6 +282,7 @@ function wireCall(call) {
       badge.title = `path ${s.path} (${s.localCandidateType}/${s.remoteCandidateType}), rtt ${s.rtt} ms, in ${s.bitrateIn} b/s, out ${s.bitrateOut} b/s, loss ${s.packetLoss}`;
     }
   });
+  call.on('mode', () => layoutGrid());
   call.on('file', (transfer) => showTransfer(transfer));
   call.on('mediaError', (err) => toast(`Camera or microphone unavailable: ${err.message}`));
 }

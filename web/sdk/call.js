@@ -1,24 +1,30 @@
-// Calls in mesh mode: one RTCPeerConnection per remote participant, the server only
+// Calls. In mesh mode: one RTCPeerConnection per remote participant, the server only
 // relays signaling. Perfect negotiation (no glare when both sides offer at once),
 // ICE restart when a connection fails, ICE servers from the server's connect reply,
 // camera/microphone with mute, screen share as an extra track, a peer-to-peer data
-// channel for room data, file transfer and per-peer stats.
+// channel for room data, file transfer and per-peer stats. In SFU mode the media goes
+// through the server's SFU (`sfu.js`); the room's `media_mode` pushes switch between
+// the two, and remote tracks reach the app through the same Peer objects and events
+// whichever path carries them (see "Migration" below).
 
 import { Emitter } from './emitter.js';
 import { TandemError } from './errors.js';
 import { sendFile, acceptFileChannel, FILE_LABEL_PREFIX } from './files.js';
 import { peerStats } from './stats.js';
+import { SfuLeg } from './sfu.js';
 
 const SIGNAL_KIND = 'tandem-rtc';
+/** Mesh signals kept per participant while in SFU mode (replayed if the room goes back). */
+const MAX_PARKED = 64;
 
 /**
- * One remote participant's connection. Events: `state` (connectionState),
+ * One remote participant in the call. Events: `state` (connectionState),
  * `track` ({track, stream, source}), `trackRemoved` ({track, stream, source}),
  * `media` ({audio, video, screen}), `stats` (summary), `closed`.
  */
 export class Peer extends Emitter {
-  /** @type {RTCPeerConnection} */
-  pc;
+  /** @type {RTCPeerConnection|null} the mesh connection (null while media goes via the SFU) */
+  pc = null;
   /** Remote media by source: 'camera' (audio+video stream) and 'screen'. */
   streams = new Map();
   /** What the remote says it is sending. */
@@ -32,6 +38,17 @@ export class Peer extends Emitter {
     this.identity = identity;
     this.sid = sid;
     this.polite = polite;
+    /** Remote tracks by path, to tell when the new path covers the old (migration). */
+    this.meshTracks = new Set();
+    this.sfuTracks = new Map(); // track → SFU track info
+    this.sfuStreams = new Map(); // 'camera' | 'screen' → MediaStream built from SFU tracks
+    /** Requested video width per source (`setVideoSize`), re-applied to new SFU tracks. */
+    this.videoSize = new Map();
+    this._resetMesh();
+  }
+
+  /** Mesh connection state, fresh for a new connection to the same participant. */
+  _resetMesh() {
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.heardFrom = false;
@@ -43,10 +60,20 @@ export class Peer extends Emitter {
     this.remoteSources = {};
     this.chain = Promise.resolve();
     this.dc = null;
+    this.lossyDc = null;
     this.screenSenders = [];
+    this.meshStreams = new Map();
+    clearTimeout(this.graceTimer);
+    clearTimeout(this.restartTimer);
+    clearTimeout(this.stuckTimer);
     this.graceTimer = null;
     this.restartTimer = null;
     this.stuckTimer = null;
+  }
+
+  /** `mesh` or `sfu`: the path this participant's media currently arrives on. */
+  get via() {
+    return this.pc ? 'mesh' : 'sfu';
   }
 
   get connectionState() {
@@ -60,8 +87,9 @@ export class Peer extends Emitter {
  * `peerState` (peer, state), `track` ({peer, track, stream, source}),
  * `trackRemoved` ({peer, track, stream, source}), `peerMedia` (peer),
  * `localTrack` ({track, stream, source}), `localTrackRemoved` ({track, source}),
- * `data` ({peer, identity, data}), `file` (FileTransfer incoming), `stats` (Map),
- * `mediaError` (Error), `closed`.
+ * `data` ({peer, identity, data, lossy}), `file` (FileTransfer incoming), `stats` (Map),
+ * `mediaError` (Error), `mode` ('mesh' | 'sfu'), `activeSpeakers`
+ * ([{peer, identity, level}], SFU mode), `closed`.
  */
 export class Call extends Emitter {
   /** @type {Map<string, Peer>} by identity */
@@ -81,6 +109,13 @@ export class Call extends Emitter {
   #mediaReady = false;
   #audioEnabled = true;
   #videoEnabled = true;
+  /** 'mesh' or 'sfu' (the room's `media_mode`), and the SFU connection when used. */
+  #mode = 'mesh';
+  /** @type {SfuLeg|null} */
+  #leg = null;
+  /** Mesh signals received in SFU mode, by identity (see #parkSignal). */
+  #parked = new Map();
+  #migrationTimer = null;
 
   /**
    * @param {import('./room.js').Room} room
@@ -98,6 +133,8 @@ export class Call extends Emitter {
       peerGraceMs: 8000,
       statsInterval: 2000,
       iceRestartDelayMs: 2500,
+      simulcast: true,
+      migrationTimeoutMs: 8000,
       ...opts,
     };
   }
@@ -114,6 +151,14 @@ export class Call extends Emitter {
   get screenSharing() {
     return !!this.screenStream;
   }
+  /** `mesh` or `sfu`: how this call's media travels now (the room's `media_mode`). */
+  get mode() {
+    return this.#mode;
+  }
+  /** The SFU connection while in SFU mode (for stats and debugging), else null. */
+  get sfu() {
+    return this.#leg;
+  }
 
   /** Acquire camera/microphone (unless disabled) and connect to everyone in the room. */
   async start() {
@@ -128,6 +173,8 @@ export class Call extends Emitter {
       room.on('reconnected', () => this.#onRoomReconnected()),
       room.on('left', () => this.close()),
       room.on('removed', () => this.close()),
+      room.on('mediaMode', (mode) => this.#mediaReady && this.#setMode(mode)),
+      room.on('_sfu', (msg) => this.#leg?._onPush(msg)),
     );
     if (this.#opts.localStream) this.localStream = this.#opts.localStream;
     else if (this.#opts.audio || this.#opts.video) this.localStream = await this.#acquire(this.#opts.audio, this.#opts.video);
@@ -142,18 +189,14 @@ export class Call extends Emitter {
         this.emit('localTrack', { track, stream: this.localStream, source: track.kind === 'audio' ? 'microphone' : 'camera' });
       }
     }
-    // The side that starts later opens the connections: to an impolite peer it sends
-    // `hello` (the impolite side then offers), to a polite one it offers itself. So
-    // two calls starting at the same instant do not both offer: the first offer
-    // always comes from the impolite side. (Perfect negotiation still settles later
-    // glare; Chromium can break ICE gathering on the polite side's implicit rollback
-    // of an offer whose gathering is under way, so the first offer avoids it.)
-    const local = room.localParticipant?.identity ?? '';
-    for (const p of room.participants.values()) {
-      if (local > p.identity) this.#ensurePeer(p.identity, p.sid, true);
-      else room.signal(p.sid, { kind: SIGNAL_KIND, hello: true }).catch(() => {});
+    if (room.mediaMode === 'sfu') {
+      this.#mode = 'sfu';
+      for (const sig of this.#early.splice(0)) this.#parkSignal(sig);
+      this.#startSfu();
+    } else {
+      this.#startMesh();
+      for (const sig of this.#early.splice(0)) this.#onSignal(sig);
     }
-    for (const sig of this.#early.splice(0)) this.#onSignal(sig);
     if (this.#opts.statsInterval > 0) this.#statsTimer = setInterval(() => this.refreshStats(), this.#opts.statsInterval);
     return this;
   }
@@ -164,6 +207,7 @@ export class Call extends Emitter {
     let track = this.localStream?.getAudioTracks()[0];
     if (!track && on) track = await this.#addLocalTrack('audio');
     if (track) track.enabled = on;
+    if (track) await this.#leg?.setMuted(track, !on);
     this.#broadcastMedia();
   }
 
@@ -173,6 +217,7 @@ export class Call extends Emitter {
     let track = this.localStream?.getVideoTracks()[0];
     if (!track && on) track = await this.#addLocalTrack('video');
     if (track) track.enabled = on;
+    if (track) await this.#leg?.setMuted(track, !on);
     this.#broadcastMedia();
   }
 
@@ -187,8 +232,9 @@ export class Call extends Emitter {
     for (const track of stream.getTracks()) {
       track.addEventListener('ended', () => this.stopScreenShare());
       for (const peer of this.peers.values()) {
-        if (!peer.closed) peer.screenSenders.push(peer.pc.addTrack(track, stream));
+        if (!peer.closed && peer.pc) peer.screenSenders.push(peer.pc.addTrack(track, stream));
       }
+      this.#leg?.addTrack(track, stream, 'screen').catch((err) => this.emit('mediaError', err));
       this.emit('localTrack', { track, stream, source: 'screen' });
     }
     this.#broadcastMedia();
@@ -199,8 +245,9 @@ export class Call extends Emitter {
     const stream = this.screenStream;
     if (!stream) return;
     this.screenStream = null;
+    for (const track of stream.getTracks()) this.#leg?.removeTrack(track).catch(() => {});
     for (const peer of this.peers.values()) {
-      if (peer.closed) continue;
+      if (peer.closed || !peer.pc) continue;
       for (const sender of peer.screenSenders) {
         try {
           peer.pc.removeTrack(sender);
@@ -216,17 +263,24 @@ export class Call extends Emitter {
   }
 
   /**
-   * Send room data peer-to-peer (JSON value, string or ArrayBuffer) to everyone, or
-   * to one identity with `{to}`. Returns how many peers it was sent to.
+   * Send room data (JSON value, string or ArrayBuffer) to everyone, or to one
+   * identity with `{to}`; `{lossy: true}` sends unordered without retransmissions
+   * (for state that the next message supersedes, e.g. cursors). Mesh: over each peer
+   * connection; SFU mode: once, through the SFU, which tells receivers the sender
+   * (`to` is then applied by the receiving SDKs and needs a JSON value). Returns how
+   * many peers it was sent to (SFU mode: the other participants, once sent).
    */
-  sendData(data, { to } = {}) {
+  sendData(data, { to, lossy = false } = {}) {
     const binary = data instanceof ArrayBuffer || ArrayBuffer.isView(data);
-    const payload = binary ? data : JSON.stringify({ t: 'data', data });
+    if (binary && to && this.#mode === 'sfu') throw new TandemError('bad_argument', "binary data with 'to' needs a mesh connection");
+    const payload = binary ? data : JSON.stringify(to ? { t: 'data', data, to } : { t: 'data', data });
+    if (this.#mode === 'sfu') return this.#leg?.send(payload, { lossy }) ? this.#room.participants.size : 0;
     let n = 0;
     for (const peer of this.peers.values()) {
       if (to && peer.identity !== to) continue;
-      if (peer.dc?.readyState === 'open') {
-        peer.dc.send(payload);
+      const dc = lossy ? peer.lossyDc : peer.dc;
+      if (dc?.readyState === 'open') {
+        dc.send(payload);
         n++;
       }
     }
@@ -240,17 +294,34 @@ export class Call extends Emitter {
   sendFile(to, file, opts = {}) {
     const identity = typeof to === 'string' ? to : to.identity;
     const peer = this.peers.get(identity);
-    if (!peer || peer.closed) throw new TandemError('participant_not_found', `no connection to '${identity}'`);
+    if (!peer || peer.closed || !peer.pc) throw new TandemError('participant_not_found', `no peer-to-peer connection to '${identity}'${this.#mode === 'sfu' ? ' (the call is in SFU mode)' : ''}`);
     return sendFile(peer.pc, peer, file, opts);
   }
 
-  /** Fresh stats for every peer: Map identity → summary (see stats.js). */
+  /**
+   * Fresh stats for every peer: Map identity → summary (see stats.js). In SFU mode
+   * each peer shows the summary of the connection to the server.
+   */
   async refreshStats() {
     const out = new Map();
+    const leg = this.#leg;
+    let sfu = null;
+    if (leg?.pc) {
+      try {
+        sfu = leg.stats = await peerStats(leg.pc, leg.stats);
+      } catch {}
+    }
     await Promise.all(
       [...this.peers.values()].map(async (peer) => {
         if (peer.closed) return;
         try {
+          if (!peer.pc) {
+            if (!sfu) return;
+            peer.stats = sfu;
+            out.set(peer.identity, sfu);
+            peer.emit('stats', sfu);
+            return;
+          }
           peer.stats = await peerStats(peer.pc, peer.stats);
           out.set(peer.identity, peer.stats);
           peer.emit('stats', peer.stats);
@@ -266,6 +337,9 @@ export class Call extends Emitter {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.#statsTimer);
+    clearTimeout(this.#migrationTimer);
+    this.#leg?.close();
+    this.#leg = null;
     for (const off of this.#offs) off();
     this.#offs = [];
     if (this.#room._call === this) this.#room._call = null;
@@ -304,7 +378,8 @@ export class Call extends Emitter {
     const track = stream.getTracks()[0];
     if (!this.localStream) this.localStream = new MediaStream();
     this.localStream.addTrack(track);
-    for (const peer of this.peers.values()) if (!peer.closed) peer.pc.addTrack(track, this.localStream);
+    for (const peer of this.peers.values()) if (!peer.closed && peer.pc) peer.pc.addTrack(track, this.localStream);
+    await this.#leg?.addTrack(track, this.localStream, kind === 'audio' ? 'microphone' : 'camera');
     this.emit('localTrack', { track, stream: this.localStream, source: kind === 'audio' ? 'microphone' : 'camera' });
     return track;
   }
@@ -321,6 +396,8 @@ export class Call extends Emitter {
   }
 
   #broadcastMedia() {
+    // In SFU mode the server tells the others (`muted` in its `tracks` push).
+    if (this.#mode === 'sfu') return;
     const media = this.#mediaState();
     for (const peer of this.peers.values()) this.#signal(peer, { media, sources: this.#sources() });
   }
@@ -331,7 +408,8 @@ export class Call extends Emitter {
     return this.#opts.iceServers || this.#room.client.iceServers || [];
   }
 
-  #ensurePeer(identity, sid, initiate) {
+  /** The Peer for `identity`, created (and announced with `peerJoined`) if needed. */
+  #peerFor(identity, sid) {
     let peer = this.peers.get(identity);
     if (peer && !peer.closed) {
       if (sid) peer.sid = sid;
@@ -339,19 +417,35 @@ export class Call extends Emitter {
     }
     const local = this.#room.localParticipant?.identity ?? '';
     peer = new Peer(identity, sid, local < identity);
+    this.peers.set(identity, peer);
+    this.emit('peerJoined', peer);
+    return peer;
+  }
+
+  /** The Peer for `identity` with a mesh connection (opened now if it has none). */
+  #ensurePeer(identity, sid, initiate) {
+    const peer = this.#peerFor(identity, sid);
+    if (!peer.pc) this.#openMesh(peer, initiate);
+    return peer;
+  }
+
+  #openMesh(peer, initiate) {
+    peer._resetMesh();
     const pc = new RTCPeerConnection({ ...this.#opts.rtcConfig, iceServers: this.#iceServers() });
     peer.pc = pc;
-    this.peers.set(identity, peer);
 
-    // Room data: one negotiated channel per peer, present in the very first offer.
+    // Room data: negotiated channels per peer, present in the very first offer.
     peer.dc = pc.createDataChannel('tandem', { negotiated: true, id: 0, ordered: true });
-    peer.dc.binaryType = 'arraybuffer';
+    peer.lossyDc = pc.createDataChannel('tandem-lossy', { negotiated: true, id: 1, ordered: false, maxRetransmits: 0 });
+    for (const dc of [peer.dc, peer.lossyDc]) {
+      dc.binaryType = 'arraybuffer';
+      dc.onmessage = (ev) => peer.pc === pc && this.#onData(peer, peer.identity, ev.data, dc === peer.lossyDc);
+    }
     peer.dc.onopen = () => this.#signal(peer, { media: this.#mediaState(), sources: this.#sources() });
-    peer.dc.onmessage = (ev) => this.#onData(peer, ev.data);
     peer.dc.onclose = () => {
       // The remote closed its connection (tab closed, left): no need to wait for
       // the ICE timeout when it is also gone from the room.
-      if (!peer.sid) this.#closePeer(peer);
+      if (!peer.sid && peer.pc === pc) this.#closePeer(peer);
     };
 
     if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
@@ -391,12 +485,10 @@ export class Call extends Emitter {
     };
     pc.ontrack = (ev) => this.#onTrack(peer, ev);
     pc.ondatachannel = (ev) => this.#onDataChannel(peer, ev.channel);
-    this.emit('peerJoined', peer);
-    return peer;
   }
 
   #onPcState(peer) {
-    if (peer.closed) return;
+    if (peer.closed || !peer.pc) return;
     const pc = peer.pc;
     const state = pc.connectionState;
     peer.emit('state', state);
@@ -420,12 +512,17 @@ export class Call extends Emitter {
     const source = declared === 'screen' ? 'screen' : track.kind === 'audio' ? 'microphone' : 'camera';
     const key = source === 'screen' ? 'screen' : 'camera';
     peer.streams.set(key, stream);
+    peer.meshStreams.set(key, stream);
+    peer.meshTracks.add(track);
     const detail = { peer, track, stream, source };
     let gone = false;
     const removed = () => {
       if (gone) return;
       gone = true;
-      if (key === 'screen' && peer.streams.get('screen') === stream) peer.streams.delete('screen');
+      peer.meshTracks.delete(track);
+      // Superseded by the SFU's copy (migration): the app keeps showing that one.
+      if (peer.streams.get(key) !== stream) return;
+      if (key === 'screen') peer.streams.delete('screen');
       peer.emit('trackRemoved', detail);
       this.emit('trackRemoved', detail);
     };
@@ -437,9 +534,9 @@ export class Call extends Emitter {
     this.emit('track', detail);
   }
 
-  #onData(peer, raw) {
+  #onData(peer, identity, raw, lossy) {
     if (typeof raw !== 'string') {
-      this.emit('data', { peer, identity: peer.identity, data: raw });
+      this.emit('data', { peer, identity, data: raw, lossy });
       return;
     }
     let msg;
@@ -448,7 +545,8 @@ export class Call extends Emitter {
     } catch {
       return;
     }
-    if (msg.t === 'data') this.emit('data', { peer, identity: peer.identity, data: msg.data });
+    if (msg.to && msg.to !== this.#room.localParticipant?.identity) return;
+    if (msg.t === 'data') this.emit('data', { peer, identity, data: msg.data, lossy });
   }
 
   async #onDataChannel(peer, dc) {
@@ -470,7 +568,9 @@ export class Call extends Emitter {
   #onParticipantLeft(p, reason) {
     const peer = this.peers.get(p.identity);
     if (!peer || peer.closed) return;
-    if (reason === 'left' || reason === 'removed') return this.#closePeer(peer);
+    // Without a mesh connection nothing can keep flowing: the server ended its SFU
+    // session with its socket, and a rejoin brings its tracks back.
+    if (reason === 'left' || reason === 'removed' || !peer.pc) return this.#closePeer(peer);
     // Disconnected from the server, maybe only for a moment: media is peer-to-peer
     // and may still flow, so keep the connection a little while.
     peer.sid = null;
@@ -482,9 +582,11 @@ export class Call extends Emitter {
   }
 
   #onRoomReconnected() {
+    // The server ended our SFU session with the old socket: start a new one.
+    this.#leg?.restart();
     const iceServers = this.#iceServers();
     for (const peer of this.peers.values()) {
-      if (peer.closed) continue;
+      if (peer.closed || !peer.pc) continue;
       try {
         peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
       } catch {}
@@ -504,7 +606,7 @@ export class Call extends Emitter {
     clearTimeout(peer.restartTimer);
     clearTimeout(peer.stuckTimer);
     try {
-      peer.pc.close();
+      peer.pc?.close();
     } catch {}
     if (this.peers.get(peer.identity) === peer) this.peers.delete(peer.identity);
     for (const [source, stream] of peer.streams) {
@@ -516,6 +618,309 @@ export class Call extends Emitter {
     peer.streams.clear();
     peer.emit('closed');
     this.emit('peerLeft', peer);
+  }
+
+  // ---- SFU mode: what the app asks for ----------------------------------------
+
+  /**
+   * Tell the SFU how wide (in CSS pixels × devicePixelRatio, or any pixel count) the
+   * app shows `who`'s video (`source` camera or screen): the server then never sends
+   * a simulcast layer larger than needed, and picks within that bound from its
+   * bandwidth estimate. `null` removes the bound. Kept across migrations and applied
+   * to the participant's future tracks; has no effect in mesh mode (no layers).
+   */
+  async setVideoSize(who, width, { source = 'camera' } = {}) {
+    if (width !== null && !(Number.isFinite(width) && width > 0)) throw new TandemError('bad_argument', `video width must be a positive number of pixels or null, not ${width}`);
+    const peer = this.#peerOf(who);
+    const w = width === null ? null : Math.max(1, Math.round(width));
+    peer.videoSize.set(source, w);
+    await Promise.all(this.#sfuVideo(peer, source).filter((t) => t.layers.length).map((t) => this.#leg.setLayer(t.id, 'auto', w)));
+  }
+
+  /**
+   * Pin `who`'s simulcast layer (`rid`: one of the track's layers, e.g. `q`), or
+   * `auto` to let the server choose again. SFU mode only.
+   */
+  async setVideoLayer(who, rid, { source = 'camera' } = {}) {
+    if (typeof rid !== 'string' || !rid) throw new TandemError('bad_argument', `layer must be a rid string such as "q" or "auto", not ${rid}`);
+    const peer = this.#peerOf(who);
+    const tracks = this.#sfuVideo(peer, source);
+    if (!tracks.length) throw new TandemError('bad_argument', `no ${source} video from '${peer.identity}' through the SFU`);
+    const w = rid === 'auto' ? peer.videoSize.get(source) : undefined;
+    await Promise.all(tracks.map((t) => this.#leg.setLayer(t.id, rid, w)));
+  }
+
+  /**
+   * Stop (or resume) receiving `who`'s media in SFU mode, e.g. for tiles scrolled
+   * out of view: `kind` 'video' | 'audio' | undefined (both), `source` optional.
+   */
+  async setSubscribed(who, enabled, { kind, source } = {}) {
+    const peer = this.#peerOf(who);
+    const infos = [...peer.sfuTracks.values()].filter((t) => (!kind || t.kind === kind) && (!source || t.source === source));
+    await Promise.all(infos.map((t) => this.#leg.setSubscribed(t.id, !!enabled)));
+  }
+
+  /**
+   * Show `who`'s `source` stream in `video` and keep the SFU informed of its size
+   * (ResizeObserver → setVideoSize). Returns a function that stops watching.
+   */
+  attach(video, who, { source = 'camera' } = {}) {
+    const identity = typeof who === 'string' ? who : who.identity;
+    const show = () => {
+      const stream = this.peers.get(identity)?.streams.get(source);
+      if (stream && video.srcObject !== stream) video.srcObject = stream;
+    };
+    show();
+    const offTrack = this.on('track', ({ peer }) => peer.identity === identity && show());
+    let last = 0;
+    const resize = new ResizeObserver(() => {
+      const w = Math.round(video.clientWidth * (globalThis.devicePixelRatio || 1));
+      if (!w || w === last || !this.peers.has(identity)) return;
+      last = w;
+      this.setVideoSize(identity, w, { source }).catch(() => {});
+    });
+    resize.observe(video);
+    return () => {
+      offTrack();
+      resize.disconnect();
+    };
+  }
+
+  #peerOf(who) {
+    const identity = typeof who === 'string' ? who : who?.identity;
+    const peer = this.peers.get(identity);
+    if (!peer || peer.closed) throw new TandemError('participant_not_found', `'${identity}' is not in this call`);
+    return peer;
+  }
+
+  #sfuVideo(peer, source) {
+    if (!this.#leg) return [];
+    return [...peer.sfuTracks.values()].filter((t) => t.kind === 'video' && t.source === source);
+  }
+
+  // ---- modes and migration ---------------------------------------------------
+  //
+  // The room's `media_mode` push decides the path. On a change the new path is set
+  // up first (the SFU connection, or mesh connections to everyone); its tracks reach
+  // the app as `track` events on the same Peer objects, replacing the old streams;
+  // once the new path carries at least as many tracks from every peer as the old
+  // one (or after `migrationTimeoutMs`), the old path is closed without telling the
+  // app about the tracks that were replaced. Brief freezes are expected.
+
+  #setMode(mode) {
+    if (this.closed || mode === this.#mode || (mode !== 'sfu' && mode !== 'mesh')) return;
+    this.#mode = mode;
+    if (mode === 'sfu') this.#startSfu();
+    else this.#startMesh();
+    this.emit('mode', mode);
+  }
+
+  /** Opens mesh connections to every participant that has none. */
+  #startMesh() {
+    const room = this.#room;
+    // The side that starts later opens the connections: to an impolite peer it sends
+    // `hello` (the impolite side then offers), to a polite one it offers itself. So
+    // two calls starting at the same instant do not both offer: the first offer
+    // always comes from the impolite side. (Perfect negotiation still settles later
+    // glare; Chromium can break ICE gathering on the polite side's implicit rollback
+    // of an offer whose gathering is under way, so the first offer avoids it.)
+    // Signals parked during SFU mode go first: a peer that switched back before us
+    // may already have offered.
+    const parked = [...this.#parked.values()].flat();
+    this.#parked.clear();
+    for (const sig of parked) this.#onSignal(sig);
+    const local = room.localParticipant?.identity ?? '';
+    for (const p of room.participants.values()) {
+      if (this.peers.get(p.identity)?.pc) continue;
+      if (local > p.identity) this.#ensurePeer(p.identity, p.sid, true);
+      else room.signal(p.sid, { kind: SIGNAL_KIND, hello: true }).catch(() => {});
+    }
+    if (this.#leg) this.#retireWhenCovered('sfu');
+  }
+
+  #startSfu() {
+    this.#parked.clear();
+    if (!this.#leg) {
+      const leg = new SfuLeg(this.#room, { simulcast: this.#opts.simulcast, rtcConfig: this.#opts.rtcConfig });
+      this.#leg = leg;
+      leg.on('track', (t) => this.#onSfuTrack(t));
+      leg.on('trackEnded', (t) => this.#onSfuTrackEnded(t));
+      leg.on('trackMuted', (t) => this.#onSfuTrackMuted(t));
+      leg.on('data', ({ sid, payload, lossy }) => this.#onSfuData(sid, payload, lossy));
+      leg.on('speakers', (list) => this.#onSpeakers(list));
+      leg.on('error', (err) => console.warn('tandem: sfu negotiation failed', err));
+      const tracks = [];
+      if (this.localStream) for (const track of this.localStream.getTracks()) tracks.push({ track, stream: this.localStream, source: track.kind === 'audio' ? 'microphone' : 'camera' });
+      if (this.screenStream) for (const track of this.screenStream.getTracks()) tracks.push({ track, stream: this.screenStream, source: 'screen' });
+      leg.start(tracks).catch(() => {});
+    }
+    if ([...this.peers.values()].some((p) => p.pc)) this.#retireWhenCovered('mesh');
+  }
+
+  /** Closes the `old` path once the current one covers it, or after the timeout. */
+  #retireWhenCovered(old) {
+    clearTimeout(this.#migrationTimer);
+    const mode = this.#mode;
+    const deadline = Date.now() + this.#opts.migrationTimeoutMs;
+    const check = () => {
+      if (this.closed || this.#mode !== mode) return;
+      if (Date.now() < deadline && !this.#covered(old)) {
+        this.#migrationTimer = setTimeout(check, 250);
+        return;
+      }
+      if (old === 'mesh') {
+        for (const peer of [...this.peers.values()]) if (peer.pc) this.#dropMesh(peer);
+      } else {
+        const leg = this.#leg;
+        this.#leg = null;
+        leg?.close();
+      }
+    };
+    check();
+  }
+
+  #covered(old) {
+    const peers = [...this.peers.values()].filter((p) => !p.closed);
+    if (old === 'mesh') {
+      if (this.#leg?.connectionState !== 'connected') return false;
+      return peers.every((p) => !p.pc || p.sfuTracks.size >= p.meshTracks.size);
+    }
+    const live = (p) => [...p.sfuTracks.values()].filter((t) => !(t.muted && t.source === 'screen')).length;
+    return peers.every((p) => live(p) === 0 || (p.pc?.connectionState === 'connected' && p.meshTracks.size >= live(p)));
+  }
+
+  /**
+   * Closes `peer`'s mesh connection. The Peer stays while the SFU carries its media
+   * (its mesh-only tracks are reported removed); otherwise it is gone.
+   */
+  #dropMesh(peer) {
+    if (!peer.sfuTracks.size && this.#mode === 'mesh') return this.#closePeer(peer);
+    const pc = peer.pc;
+    const meshStreams = peer.meshStreams;
+    peer.pc = null;
+    peer._resetMesh();
+    try {
+      pc?.close();
+    } catch {}
+    for (const [key, stream] of meshStreams) {
+      if (peer.streams.get(key) !== stream) continue;
+      peer.streams.delete(key);
+      for (const track of stream.getTracks()) {
+        const detail = { peer, track, stream, source: key === 'screen' ? 'screen' : track.kind === 'audio' ? 'microphone' : 'camera' };
+        peer.emit('trackRemoved', detail);
+        this.emit('trackRemoved', detail);
+      }
+    }
+    peer.meshTracks.clear();
+    if (!this.#room.participantByIdentity(peer.identity)) this.#closePeer(peer);
+  }
+
+  /** Mesh signals in SFU mode: kept only from each peer's latest hello or offer on. */
+  #parkSignal(sig) {
+    const d = sig.data;
+    const id = sig.fromIdentity;
+    if (d.hello || d.description?.type === 'offer') this.#parked.set(id, [sig]);
+    else if (d.candidate && this.#parked.has(id) && this.#parked.get(id).length < MAX_PARKED) this.#parked.get(id).push(sig);
+  }
+
+  // ---- SFU mode: remote tracks onto Peers ------------------------------------
+
+  #identityOf(sid) {
+    return this.#room.participants.get(sid)?.identity ?? sid;
+  }
+
+  #onSfuTrack(info) {
+    const peer = this.#peerFor(this.#identityOf(info.sid), info.sid);
+    peer.sfuTracks.set(info.track, info);
+    if (info.kind === 'video' && info.layers.length) {
+      const w = peer.videoSize.get(info.source);
+      if (w) this.#leg?.setLayer(info.id, 'auto', w).catch(() => {});
+    }
+    // A stopped screen share stays on the server as a muted track.
+    if (!(info.muted && info.source === 'screen')) this.#showSfuTrack(peer, info);
+    this.#updateSfuMedia(peer);
+  }
+
+  #onSfuTrackEnded(info) {
+    const peer = this.peers.get(this.#identityOf(info.sid));
+    if (!peer) return;
+    peer.sfuTracks.delete(info.track);
+    this.#hideSfuTrack(peer, info);
+    this.#updateSfuMedia(peer);
+  }
+
+  #onSfuTrackMuted(info) {
+    const peer = this.peers.get(this.#identityOf(info.sid));
+    if (!peer) return;
+    peer.sfuTracks.set(info.track, info);
+    if (info.source === 'screen') {
+      if (info.muted) this.#hideSfuTrack(peer, info);
+      else this.#showSfuTrack(peer, info);
+    }
+    this.#updateSfuMedia(peer);
+  }
+
+  #sfuKey(info) {
+    return info.source === 'screen' || info.source === 'screen_audio' ? 'screen' : 'camera';
+  }
+
+  #sfuDetail(peer, info, stream) {
+    const source = this.#sfuKey(info) === 'screen' ? 'screen' : info.kind === 'audio' ? 'microphone' : 'camera';
+    return { peer, track: info.track, stream, source };
+  }
+
+  #showSfuTrack(peer, info) {
+    const key = this.#sfuKey(info);
+    let stream = peer.sfuStreams.get(key);
+    if (!stream) peer.sfuStreams.set(key, (stream = new MediaStream()));
+    if (!stream.getTracks().includes(info.track)) stream.addTrack(info.track);
+    peer.streams.set(key, stream);
+    const detail = this.#sfuDetail(peer, info, stream);
+    peer.emit('track', detail);
+    this.emit('track', detail);
+  }
+
+  #hideSfuTrack(peer, info) {
+    const key = this.#sfuKey(info);
+    const stream = peer.sfuStreams.get(key);
+    if (!stream?.getTracks().includes(info.track)) return;
+    stream.removeTrack(info.track);
+    const current = peer.streams.get(key) === stream;
+    if (!stream.getTracks().length) {
+      peer.sfuStreams.delete(key);
+      if (current) peer.streams.delete(key);
+    }
+    if (!current) return; // superseded by a mesh stream
+    const detail = this.#sfuDetail(peer, info, stream);
+    peer.emit('trackRemoved', detail);
+    this.emit('trackRemoved', detail);
+  }
+
+  #updateSfuMedia(peer) {
+    if (peer.pc) return; // a mesh peer says it itself
+    const live = [...peer.sfuTracks.values()].filter((t) => !t.muted);
+    const media = {
+      audio: live.some((t) => t.kind === 'audio' && t.source !== 'screen_audio'),
+      video: live.some((t) => t.kind === 'video' && t.source !== 'screen'),
+      screen: live.some((t) => t.source === 'screen'),
+    };
+    if (JSON.stringify(media) === JSON.stringify(peer.media)) return;
+    peer.media = media;
+    peer.emit('media', media);
+    this.emit('peerMedia', peer);
+  }
+
+  #onSfuData(sid, payload, lossy) {
+    const identity = this.#identityOf(sid);
+    this.#onData(this.peers.get(identity) ?? null, identity, payload, lossy);
+  }
+
+  #onSpeakers(list) {
+    const speakers = list.map(({ participant, level }) => {
+      const identity = this.#identityOf(participant);
+      return { peer: this.peers.get(identity) ?? null, identity, level };
+    });
+    this.emit('activeSpeakers', speakers);
   }
 
   // ---- signaling -------------------------------------------------------------
@@ -538,6 +943,10 @@ export class Call extends Emitter {
       this.#early.push({ from, fromIdentity, data });
       return;
     }
+    if (this.#mode === 'sfu' && !data.bye && !data.nocall) {
+      this.#parkSignal({ from, fromIdentity, data });
+      return;
+    }
     const identity = fromIdentity;
     if (data.hello) {
       // A polite peer started its call: open the connection with an offer. An
@@ -545,11 +954,11 @@ export class Call extends Emitter {
       // started at once): keep it. One it did answer is from its previous session
       // (page reloaded): start over.
       const old = this.peers.get(identity);
-      if (old && !old.closed && !old.heardFrom) {
+      if (old?.pc && !old.closed && !old.heardFrom) {
         old.sid = from;
         return;
       }
-      if (old) this.#closePeer(old);
+      if (old?.pc) this.#dropMesh(old);
       this.#ensurePeer(identity, from, true);
       return;
     }
@@ -557,7 +966,7 @@ export class Call extends Emitter {
       // Handled at once, not queued: signals that follow (a fresh offer when the
       // other side starts its call) belong to a new connection.
       const old = this.peers.get(identity);
-      if (old) this.#closePeer(old);
+      if (old?.pc) this.#dropMesh(old);
       return;
     }
     const peer = this.#ensurePeer(identity, from, false);
@@ -568,7 +977,7 @@ export class Call extends Emitter {
   }
 
   async #handleSignal(peer, data) {
-    if (peer.closed) {
+    if (peer.closed || !peer.pc) {
       // Closed while this signal waited in its queue: a new offer starts a new connection.
       if (data.description?.type === 'offer' && !this.closed) this.#onSignal({ from: peer.sid, fromIdentity: peer.identity, data: { kind: SIGNAL_KIND, ...data } });
       return;

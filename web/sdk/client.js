@@ -371,6 +371,11 @@ export class TandemClient extends Emitter {
       case 'participant_updated':
       case 'removed':
       case 'signal':
+      case 'media_mode':
+      case 'tracks':
+      case 'sfu_offer':
+      case 'sfu_closed':
+      case 'active_speakers':
         this.#rooms.get(msg.room)?._onPush(msg);
         return;
       case 'ping':

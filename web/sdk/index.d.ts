@@ -177,11 +177,16 @@ export type RoomEvents = {
   participantUpdated: [Participant];
   /** Signals that are not the SDK's own call signaling. */
   signal: [{ from: string; fromIdentity: string; participant: Participant | null; data: JSONValue }];
+  /** The server changed the room's media mode (a call follows it by itself). */
+  mediaMode: [MediaMode];
   reconnecting: [];
   reconnected: [];
   removed: [reason: string];
   left: [];
 };
+
+/** How a room's media travels: peer to peer, or through the server's SFU. */
+export type MediaMode = 'mesh' | 'sfu';
 
 export declare class Room extends Emitter<RoomEvents> {
   readonly name: string;
@@ -190,12 +195,14 @@ export declare class Room extends Emitter<RoomEvents> {
   /** Remote participants by sid. */
   participants: Map<string, Participant>;
   localParticipant: Participant | null;
+  /** The room's media mode as the server says (`mesh` when it runs no SFU). */
+  mediaMode: MediaMode;
   participantByIdentity(identity: string): Participant | undefined;
   setMetadata(metadata: JSONValue): Promise<void>;
   signal(toSid: string, data: JSONValue): Promise<void>;
   /** Room chat on `room:NAME:chat`. */
   readonly chat: Chat;
-  /** Start a mesh call (camera + microphone unless disabled). */
+  /** Start a call (camera + microphone unless disabled), mesh or SFU as the room says. */
   call(opts?: CallOptions): Promise<Call>;
   leave(): Promise<void>;
 }
@@ -240,6 +247,14 @@ export interface CallOptions {
   statsInterval?: number;
   /** Restart ICE after this long in `disconnected`, ms (default 2500). */
   iceRestartDelayMs?: number;
+  /**
+   * SFU mode: publish the camera with simulcast. `true` (default): q/h/f from 960 px
+   * wide, h/f from 480 px, none below; `false`: never; or explicit encodings
+   * (lowest layer first, each with a `rid`).
+   */
+  simulcast?: boolean | RTCRtpEncodingParameters[];
+  /** Longest wait for the new path to carry everything before the old one closes, ms (default 8000). */
+  migrationTimeoutMs?: number;
 }
 
 export type TrackSource = 'camera' | 'microphone' | 'screen';
@@ -271,7 +286,10 @@ export declare class Peer extends Emitter<{
   readonly identity: string;
   /** Current sid (null while the participant is reconnecting to the server). */
   sid: string | null;
-  pc: RTCPeerConnection;
+  /** The mesh connection; null while this participant's media comes through the SFU. */
+  pc: RTCPeerConnection | null;
+  /** The path this participant's media arrives on now. */
+  readonly via: MediaMode;
   /** Remote streams: 'camera' (audio + video) and 'screen'. */
   streams: Map<'camera' | 'screen', MediaStream>;
   media: MediaState;
@@ -290,8 +308,13 @@ export declare class Call extends Emitter<{
   track: [TrackEvent]; trackRemoved: [TrackEvent]; peerMedia: [Peer];
   localTrack: [{ track: MediaStreamTrack; stream: MediaStream; source: TrackSource }];
   localTrackRemoved: [{ track: MediaStreamTrack; source: TrackSource }];
-  data: [{ peer: Peer; identity: string; data: JSONValue | ArrayBuffer }];
-  file: [FileTransfer]; stats: [Map<string, PeerStats>]; mediaError: [Error]; closed: [];
+  data: [{ peer: Peer | null; identity: string; data: JSONValue | ArrayBuffer; lossy: boolean }];
+  file: [FileTransfer]; stats: [Map<string, PeerStats>]; mediaError: [Error];
+  /** The call switched paths (follows the room's `media_mode`). */
+  mode: [MediaMode];
+  /** SFU mode: loudest first, `level` in dBov. */
+  activeSpeakers: [Array<{ peer: Peer | null; identity: string; level: number }>];
+  closed: [];
 }> {
   constructor(room: Room, opts?: CallOptions);
   readonly room: Room;
@@ -302,14 +325,34 @@ export declare class Call extends Emitter<{
   readonly microphoneEnabled: boolean;
   readonly cameraEnabled: boolean;
   readonly screenSharing: boolean;
+  /** How media travels now. */
+  readonly mode: MediaMode;
+  /** The SFU connection in SFU mode (`pc`, `connectionState`, `tracks`), else null. */
+  readonly sfu: { pc: RTCPeerConnection | null; connectionState: RTCPeerConnectionState | 'closed'; tracks: unknown[] } | null;
   closed: boolean;
   start(): Promise<Call>;
   setMicrophoneEnabled(on: boolean): Promise<void>;
   setCameraEnabled(on: boolean): Promise<void>;
   startScreenShare(constraints?: DisplayMediaStreamOptions): Promise<MediaStream>;
   stopScreenShare(): void;
-  /** Peer-to-peer room data; returns how many peers it was sent to. */
-  sendData(data: JSONValue | ArrayBuffer | ArrayBufferView, opts?: { to?: string }): number;
+  /**
+   * Room data to everyone (or `to` one identity); `lossy`: unordered, no
+   * retransmissions. Mesh: over each peer connection; SFU: relayed by the server,
+   * which names the sender. Returns how many peers it was sent to.
+   */
+  sendData(data: JSONValue | ArrayBuffer | ArrayBufferView, opts?: { to?: string; lossy?: boolean }): number;
+  /**
+   * SFU mode: how wide the app shows `who`'s video; the server never sends a larger
+   * simulcast layer than needed (null: no bound). Throws `bad_argument` for a width
+   * that is not a positive number, `participant_not_found` for an unknown peer.
+   */
+  setVideoSize(who: string | Peer, width: number | null, opts?: { source?: 'camera' | 'screen' }): Promise<void>;
+  /** SFU mode: pin a simulcast layer (`q`, `h`, `f`) or `auto`. */
+  setVideoLayer(who: string | Peer, rid: string, opts?: { source?: 'camera' | 'screen' }): Promise<void>;
+  /** SFU mode: stop or resume receiving `who`'s tracks (of one kind/source). */
+  setSubscribed(who: string | Peer, enabled: boolean, opts?: { kind?: 'audio' | 'video'; source?: string }): Promise<void>;
+  /** Show `who`'s stream in `video` and keep `setVideoSize` in step with its size; returns a stop function. */
+  attach(video: HTMLVideoElement, who: string | Peer, opts?: { source?: 'camera' | 'screen' }): () => void;
   sendFile(to: string | Participant, file: Blob, opts?: FileTransferOptions): FileTransfer;
   refreshStats(): Promise<Map<string, PeerStats>>;
   close(): void;

@@ -26,7 +26,8 @@ export class Participant {
 /**
  * Events: `participantJoined` (p), `participantLeft` (p, reason),
  * `participantUpdated` (p), `signal` ({from, fromIdentity, participant, data}),
- * `reconnecting`, `reconnected`, `removed` (reason), `left`.
+ * `mediaMode` ('mesh' | 'sfu'), `reconnecting`, `reconnected`, `removed` (reason),
+ * `left`.
  */
 export class Room extends Emitter {
   /** @type {Map<string, Participant>} remote participants by sid */
@@ -35,6 +36,12 @@ export class Room extends Emitter {
   localParticipant = null;
   /** @type {'joining'|'joined'|'reconnecting'|'left'} */
   state = 'joining';
+  /**
+   * How media travels in this room, as the server says (`media_mode`): `mesh` (peer
+   * to peer; also when the server runs no SFU) or `sfu`. A call follows it by itself.
+   * @type {'mesh'|'sfu'}
+   */
+  mediaMode = 'mesh';
 
   #client;
   #onDone;
@@ -182,6 +189,18 @@ export class Room extends Emitter {
         this.emit('participantLeft', p, msg.reason);
         return;
       }
+      case 'media_mode':
+        if (msg.mode === this.mediaMode) return;
+        this.mediaMode = msg.mode;
+        this.emit('mediaMode', msg.mode);
+        return;
+      case 'tracks':
+      case 'sfu_offer':
+      case 'sfu_closed':
+      case 'active_speakers':
+        // The SFU connection's own signaling, handled by the call (sfu.js).
+        this.emit('_sfu', msg);
+        return;
       case 'removed':
         this.state = 'left';
         this.#onDone();

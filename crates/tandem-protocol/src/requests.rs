@@ -91,11 +91,14 @@ pub enum Request {
         track: String,
         enabled: bool,
     },
-    /// SFU: receive simulcast layer `rid` of `track`.
+    /// SFU: receive simulcast layer `rid` of `track`, or (`rid` "auto") let the
+    /// server choose from the bandwidth estimate, up to the layer that covers
+    /// `max_width` pixels (the size the client shows the video at).
     SfuLayer {
         room: String,
         track: String,
         rid: String,
+        max_width: Option<u32>,
     },
     Ping,
     Pong,
@@ -207,7 +210,13 @@ struct SfuSubscribeBody {
 struct SfuLayerBody {
     room: String,
     track: String,
+    #[serde(default = "auto_rid")]
     rid: String,
+    #[serde(default)]
+    max_width: Option<u32>,
+}
+fn auto_rid() -> String {
+    "auto".into()
 }
 
 fn body<'a, T: Deserialize<'a>>(kind: &str, text: &'a str) -> Result<T, (ErrorCode, String)> {
@@ -311,10 +320,21 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
         }
         "sfu_layer" => {
             let b: SfuLayerBody = body(kind, text)?;
+            if b.max_width == Some(0) {
+                return Err((ErrorCode::BadRequest, "max_width must be at least 1".into()));
+            }
+            if b.max_width.is_some() && b.rid != "auto" {
+                return Err((
+                    ErrorCode::BadRequest,
+                    "max_width bounds the automatic choice: send it with rid \"auto\" (or no rid)"
+                        .into(),
+                ));
+            }
             Request::SfuLayer {
                 room: b.room,
                 track: b.track,
                 rid: b.rid,
+                max_width: b.max_width,
             }
         }
         "sfu_leave" => Request::SfuLeave {
@@ -402,8 +422,24 @@ mod tests {
         let (_, req) =
             decode(r#"{"type":"sfu_layer","room":"r","track":"TR1","rid":"f"}"#).unwrap();
         assert!(
-            matches!(req, Request::SfuLayer { track, rid, .. } if track == "TR1" && rid == "f")
+            matches!(req, Request::SfuLayer { track, rid, max_width: None, .. } if track == "TR1" && rid == "f")
         );
+        let (_, req) =
+            decode(r#"{"type":"sfu_layer","room":"r","track":"TR1","max_width":320}"#).unwrap();
+        assert!(
+            matches!(req, Request::SfuLayer { rid, max_width: Some(320), .. } if rid == "auto")
+        );
+        for bad in [
+            r#"{"id":1,"type":"sfu_layer","room":"r","track":"TR1","max_width":0}"#,
+            r#"{"id":1,"type":"sfu_layer","room":"r","track":"TR1","rid":"f","max_width":320}"#,
+            r#"{"id":1,"type":"sfu_layer","room":"r","track":"TR1","max_width":-5}"#,
+            r#"{"id":1,"type":"sfu_layer","room":"r","track":"TR1","max_width":"big"}"#,
+        ] {
+            let e = decode(bad)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {bad}"));
+            assert_eq!(e.0, ErrorCode::BadRequest, "{bad}");
+        }
         let (_, req) = decode(r#"{"type":"sfu_mute","room":"r","mid":"0","muted":true}"#).unwrap();
         assert!(matches!(req, Request::SfuMute { muted: true, .. }));
         let (_, req) =

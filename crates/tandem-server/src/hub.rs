@@ -35,6 +35,8 @@ fn remove_if_empty(rooms: &mut HashMap<Arc<str>, Room>, room_name: &str) {
 struct Participant {
     info: ParticipantInfo,
     handle: SessionHandle,
+    /// Its token may publish media (counted by the room media policy).
+    publisher: bool,
 }
 
 #[derive(Default)]
@@ -170,6 +172,7 @@ impl Hub {
         name: Option<String>,
         metadata: Box<RawValue>,
         joined_at: u64,
+        publisher: bool,
     ) -> Result<JoinResult, HubError> {
         let mut rooms = self.rooms.lock().expect("hub lock");
         let is_new = !rooms.contains_key(room_name);
@@ -223,6 +226,7 @@ impl Hub {
         room.participants.push(Participant {
             info: info.clone(),
             handle: handle.clone(),
+            publisher,
         });
         METRICS.participants.fetch_add(1, Relaxed);
         Ok(JoinResult {
@@ -352,6 +356,15 @@ impl Hub {
             .expect("hub lock")
             .get(room_name)
             .map_or(0, |r| r.participants.len())
+    }
+
+    /// Participants of the room whose token may publish media.
+    pub fn room_publishers(&self, room_name: &str) -> usize {
+        self.rooms
+            .lock()
+            .expect("hub lock")
+            .get(room_name)
+            .map_or(0, |r| r.participants.iter().filter(|p| p.publisher).count())
     }
 
     pub fn participants(&self, room_name: &str) -> Option<Vec<ParticipantInfo>> {

@@ -148,10 +148,11 @@ pub(crate) async fn layer(
     room: &str,
     track: &str,
     rid: &str,
+    max_width: Option<u32>,
 ) -> Result<(), RequestError> {
     let sfu = sfu(state)?;
     joined(rooms, room)?;
-    sfu.select_layer(room, &auth.handle.client_id, track, rid)
+    sfu.select_layer(room, &auth.handle.client_id, track, rid, max_width)
         .await
         .map_err(wire)
 }
@@ -201,12 +202,21 @@ fn mode_frame(room: &str, mode: tandem_sfu::MediaMode) -> bytes::Bytes {
     bytes::Bytes::from(event.to_frame())
 }
 
-/// After the room's participant count changed (call after the hub's join or leave):
+/// What the media policy counts: participants whose token may publish media. The
+/// server cannot see mesh media, so the grant stands in for "publishes"; viewers
+/// (no publish grant) add no upload to a mesh, only one download per publisher, so
+/// they do not push a room to the SFU. With no publisher left (0) the policy forgets
+/// the room, which then starts over in the policy's initial mode.
+fn policy_count(state: &ServerState, room: &str) -> usize {
+    state.hub.room_publishers(room)
+}
+
+/// After the room's participants changed (call after the hub's join or leave):
 /// applies the media policy and tells everyone in the room when the mode changes.
 /// Returns the room's mode. No-op without the SFU (rooms are then always mesh).
 pub(crate) fn room_changed(state: &ServerState, room: &str) -> Option<tandem_sfu::MediaMode> {
     let sfu = state.sfu.get()?;
-    let (mode, changed) = sfu.room_size(room, state.hub.room_size(room));
+    let (mode, changed) = sfu.room_size(room, policy_count(state, room));
     if changed {
         state.hub.broadcast(room, mode_frame(room, mode));
     }
@@ -219,7 +229,7 @@ pub(crate) fn room_joined(state: &ServerState, handle: &SessionHandle, room: &st
     let Some(sfu) = state.sfu.get() else {
         return;
     };
-    let (mode, changed) = sfu.room_size(room, state.hub.room_size(room));
+    let (mode, changed) = sfu.room_size(room, policy_count(state, room));
     if changed {
         state.hub.broadcast(room, mode_frame(room, mode));
     } else {

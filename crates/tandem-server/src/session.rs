@@ -324,9 +324,15 @@ impl Session {
                 media::subscribe(&self.state, auth, rooms, &room, &track, enabled).await?;
                 Ok(reply(&Empty {}))
             }
-            Request::SfuLayer { room, track, rid } => {
+            Request::SfuLayer {
+                room,
+                track,
+                rid,
+                max_width,
+            } => {
                 let auth = self.authenticated()?;
-                media::layer(&self.state, auth, &self.rooms, &room, &track, &rid).await?;
+                let rooms = &self.rooms;
+                media::layer(&self.state, auth, rooms, &room, &track, &rid, max_width).await?;
                 Ok(reply(&Empty {}))
             }
             Request::SfuLeave { room } => {
@@ -428,10 +434,10 @@ impl Session {
         let metadata =
             metadata.unwrap_or_else(|| RawValue::from_string("{}".into()).expect("{} is JSON"));
         let name = auth.claims.name.clone();
-        let result =
-            self.state
-                .hub
-                .join(&room, &auth.handle, name, metadata, auth::now_millis())?;
+        let grants = &auth.claims.grants;
+        let publisher = grants.publish || grants.admin;
+        let now = auth::now_millis();
+        let result = (self.state.hub).join(&room, &auth.handle, name, metadata, now, publisher)?;
         media::room_joined(&self.state, &auth.handle, &room);
         self.rooms.insert(room);
         Ok(result)

@@ -1,6 +1,8 @@
-//! Automatic simulcast layer choice, sans-IO: measures the bitrate of every incoming
-//! layer, and for one subscriber picks per simulcast track the best layer that fits
-//! its share of the subscriber's bandwidth estimate (str0m's TWCC BWE).
+//! Automatic simulcast layer choice, sans-IO: measures the bitrate (and, from VP8
+//! keyframes, the width) of every incoming layer, and for one subscriber picks per
+//! simulcast track the best layer that fits its share of the subscriber's bandwidth
+//! estimate (str0m's TWCC BWE), never above the size the subscriber shows the video at
+//! (`max_width`, see [`cap_by_width`]).
 
 use crate::router::TrackId;
 use std::collections::HashMap;
@@ -19,6 +21,8 @@ struct Meter {
     start: Option<Instant>,
     bytes: u64,
     rate_bps: Option<u64>,
+    /// Frame width of the layer's latest keyframe, when the codec tells (VP8).
+    width: Option<u32>,
 }
 
 /// Incoming bitrate per (track, layer).
@@ -40,6 +44,19 @@ impl LayerRates {
         m.bytes += bytes as u64;
     }
 
+    /// Records the frame width a keyframe of the layer announces (VP8 only; other
+    /// codecs leave the width unknown, and `max_width` then does not bound them).
+    pub fn on_keyframe(&mut self, track: TrackId, rid: Rid, frame: &[u8]) {
+        if let Some(width) = vp8_keyframe_width(frame) {
+            self.meters.entry((track, rid)).or_default().width = Some(width);
+        }
+    }
+
+    /// The layer's width as of its latest keyframe, if known.
+    pub fn width(&self, track: TrackId, rid: Rid) -> Option<u32> {
+        self.meters.get(&(track, rid))?.width
+    }
+
     /// The layer's bitrate over the last full window, if measured.
     pub fn rate(&self, track: TrackId, rid: Rid, now: Instant) -> Option<u64> {
         let m = self.meters.get(&(track, rid))?;
@@ -53,6 +70,39 @@ impl LayerRates {
     pub fn forget(&mut self, track: TrackId) {
         self.meters.retain(|(t, _), _| *t != track);
     }
+}
+
+/// The width in a VP8 keyframe header (RFC 6386 9.1: a 3-byte frame tag whose low
+/// bit is 0 for keyframes, the start code 9d 01 2a, then 14 bits of width).
+pub fn vp8_keyframe_width(frame: &[u8]) -> Option<u32> {
+    if frame.len() < 10 || frame[0] & 1 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    Some(u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff))
+}
+
+/// The layers a subscriber showing the video `max_width` pixels wide can use: up to
+/// the narrowest layer at least that wide (a bigger one would be scaled down anyway),
+/// plus layers of unknown width (not measured yet, or not VP8). `layers` are
+/// `(rid, width)` lowest first; returns the allowed rids. Without `max_width`, all.
+pub fn cap_by_width(layers: &[(Rid, Option<u32>)], max_width: Option<u32>) -> Vec<Rid> {
+    let Some(max) = max_width else {
+        return layers.iter().map(|(r, _)| *r).collect();
+    };
+    let enough = layers
+        .iter()
+        .filter_map(|(_, w)| *w)
+        .filter(|w| *w >= max)
+        .min();
+    layers
+        .iter()
+        .filter(|(_, w)| match (w, enough) {
+            (None, _) => true,
+            (Some(w), Some(enough)) => *w <= enough,
+            (Some(_), None) => true, // every known layer is smaller than asked
+        })
+        .map(|(r, _)| *r)
+        .collect()
 }
 
 /// One simulcast track as the allocator sees it: its layers with their measured
@@ -150,6 +200,42 @@ mod tests {
         // Staying on h is fine, and a drop goes down at once.
         assert_eq!(allocate(600_000, &[track(1, Some("h"))])[0].1, rid("h"));
         assert_eq!(allocate(300_000, &[track(1, Some("f"))])[0].1, rid("q"));
+    }
+
+    #[test]
+    fn max_width_bounds_the_layers() {
+        let l = [
+            (rid("q"), Some(320)),
+            (rid("h"), Some(640)),
+            (rid("f"), Some(1280)),
+        ];
+        let rids = |v: Vec<Rid>| v.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(rids(cap_by_width(&l, None)), ["q", "h", "f"]);
+        assert_eq!(rids(cap_by_width(&l, Some(160))), ["q"]);
+        assert_eq!(rids(cap_by_width(&l, Some(320))), ["q"]);
+        assert_eq!(rids(cap_by_width(&l, Some(321))), ["q", "h"]);
+        assert_eq!(rids(cap_by_width(&l, Some(4000))), ["q", "h", "f"]);
+        // Unknown widths are not excluded.
+        let partly = [(rid("q"), Some(320)), (rid("h"), None), (rid("f"), None)];
+        assert_eq!(rids(cap_by_width(&partly, Some(100))), ["q", "h", "f"]);
+    }
+
+    #[test]
+    fn vp8_keyframes_tell_the_width() {
+        // Frame tag (keyframe), start code, width 640 (0x0280), height 360.
+        let key = [
+            0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0,
+        ];
+        assert_eq!(vp8_keyframe_width(&key), Some(640));
+        let mut delta = key;
+        delta[0] |= 1;
+        assert_eq!(vp8_keyframe_width(&delta), None);
+        assert_eq!(vp8_keyframe_width(&key[..6]), None);
+        let mut r = LayerRates::default();
+        r.on_keyframe(TrackId(1), rid("h"), &key);
+        r.on_keyframe(TrackId(1), rid("q"), &[0x65, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(r.width(TrackId(1), rid("h")), Some(640));
+        assert_eq!(r.width(TrackId(1), rid("q")), None, "not VP8");
     }
 
     #[test]

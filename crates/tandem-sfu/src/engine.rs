@@ -2,7 +2,7 @@
 //! on each signaling command, datagram, timeout and str0m event. Driven by `udp`;
 //! everything here is synchronous.
 
-use crate::allocation::{allocate, LayerRates, TrackLayers};
+use crate::allocation::{allocate, cap_by_width, LayerRates, TrackLayers};
 use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
 use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
@@ -50,6 +50,8 @@ pub struct Engine {
     paused: HashSet<(Pid, TrackId)>,
     /// (subscriber, track) pairs whose layer the subscriber chose (no automatic choice).
     pinned: HashSet<(Pid, TrackId)>,
+    /// Width a subscriber shows a track at: bounds its automatic layer choice.
+    max_width: HashMap<(Pid, TrackId), u32>,
     /// Measured bitrate of every incoming simulcast layer.
     rates: LayerRates,
     next_allocation: Instant,
@@ -84,6 +86,7 @@ impl Engine {
             layers: HashMap::new(),
             paused: HashSet::new(),
             pinned: HashSet::new(),
+            max_width: HashMap::new(),
             rates: LayerRates::default(),
             next_allocation: Instant::now(),
             speakers: HashMap::new(),
@@ -139,9 +142,10 @@ impl Engine {
                 sid,
                 track,
                 rid,
+                max_width,
                 reply,
             } => {
-                let result = self.select_layer(room, sid, &track, &rid, now);
+                let result = self.select_layer(room, sid, &track, &rid, max_width, now);
                 let _ = reply.send(result);
             }
             Command::Mute {
@@ -261,6 +265,7 @@ impl Engine {
         sid: Arc<str>,
         track: &str,
         rid: &str,
+        max_width: Option<u32>,
         now: Instant,
     ) -> Result<(), SfuError> {
         let pid = self.session(room, sid)?;
@@ -268,6 +273,11 @@ impl Engine {
         let t = self.router.track(id).expect("checked by subscribed_track");
         if rid == "auto" && !t.layers.is_empty() {
             self.pinned.remove(&(pid, id));
+            match max_width {
+                Some(w) => self.max_width.insert((pid, id), w),
+                None => self.max_width.remove(&(pid, id)),
+            };
+            // Applied at the next allocation (within a second).
             return Ok(());
         }
         let Some(rid) = t.layers.iter().copied().find(|r| r.to_string() == rid) else {
@@ -426,6 +436,8 @@ impl Engine {
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
         self.pinned
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
+        self.max_width
+            .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         for track in &gone {
             self.rates.forget(*track);
         }
@@ -537,6 +549,15 @@ impl Engine {
         next.min(self.next_speaker_check)
     }
 
+    /// The earliest timeout any participant asked for (after [`Engine::settle`] polled
+    /// them), at the latest `later`.
+    pub fn next_timeout(&self, later: Instant) -> Instant {
+        self.entries
+            .values()
+            .map(|e| e.participant.next_timeout)
+            .fold(later, Instant::min)
+    }
+
     /// For every subscriber: asks its bandwidth estimator to probe up to what its
     /// simulcast tracks could use, and picks each unpinned track's layer from the
     /// estimate (switching on the next keyframe of that layer).
@@ -557,6 +578,16 @@ impl Engine {
                     .collect();
                 desired += layers.iter().map(|(_, rate)| *rate).max().unwrap_or(0);
                 if !self.pinned.contains(&(pid, t.id)) {
+                    let widths: Vec<(Rid, Option<u32>)> = t
+                        .layers
+                        .iter()
+                        .map(|r| (*r, self.rates.width(t.id, *r)))
+                        .collect();
+                    let allowed = cap_by_width(&widths, self.max_width.get(&(pid, t.id)).copied());
+                    let layers = layers
+                        .into_iter()
+                        .filter(|(r, _)| allowed.contains(r))
+                        .collect();
                     let current = self.layers.get(&(pid, t.id)).and_then(|s| s.target());
                     tracks.push(TrackLayers {
                         track: t.id,
@@ -621,11 +652,7 @@ impl Engine {
     fn push_speakers(&mut self, now: Instant) {
         let mut empty_rooms = Vec::new();
         for (room, (detector, last)) in self.speakers.iter_mut() {
-            let active: Vec<(String, i8)> = detector
-                .active(now)
-                .into_iter()
-                .filter_map(|(pid, level)| Some((self.router.sid(pid)?.to_string(), level)))
-                .collect();
+            let active = active_speakers(detector, &self.router, now);
             let sids: Vec<String> = active.iter().map(|(s, _)| s.clone()).collect();
             if sids != *last {
                 *last = sids;
@@ -649,6 +676,24 @@ impl Engine {
         }
     }
 
+    /// Tells `pid` who is speaking in its room now: the others heard it when the list
+    /// last changed, and it may not change again for a while.
+    fn push_speakers_to(&self, pid: Pid, now: Instant) {
+        let Some(e) = self.entries.get(&pid) else {
+            return;
+        };
+        let Some((detector, _)) = self.speakers.get(&e.participant.room) else {
+            return;
+        };
+        let speakers = active_speakers(detector, &self.router, now);
+        if !speakers.is_empty() {
+            (e.sink)(Signal::ActiveSpeakers {
+                room: e.participant.room.clone(),
+                speakers,
+            });
+        }
+    }
+
     /// Polls every participant with pending output, forwards media, sends new offers,
     /// and drops ended participants, until nothing is left to do.
     pub fn settle(&mut self, socket: &UdpSocket, now: Instant) {
@@ -666,7 +711,7 @@ impl Engine {
                         .is_some_and(|(tx, f)| tx.try_send(f).is_ok()),
                     _ => false,
                 };
-                let events = entry.participant.poll(&mut send);
+                let events = entry.participant.poll(now, &mut send);
                 for event in events {
                     self.on_event(pid, event, now);
                 }
@@ -691,26 +736,26 @@ impl Engine {
     }
 
     /// Relays a data channel message to the same-label channel of every other media
-    /// participant in the room. Each receiver's channel has the reliability it chose
-    /// (ordered/reliable or not); a full send buffer drops the message for that one.
+    /// participant in the room, behind the sender's sid (see [`crate::envelope`]).
+    /// Each receiver's channel has the reliability it chose (ordered/reliable or
+    /// not); a full send buffer drops the message for that one.
     fn relay_data(&mut self, pid: Pid, d: str0m::channel::ChannelData) {
-        let Some(label) = self
-            .entries
-            .get(&pid)
-            .and_then(|e| e.participant.channel_label(d.id))
-            .map(String::from)
-        else {
+        let Some((label, sender)) = self.entries.get(&pid).and_then(|e| {
+            let label = e.participant.channel_label(d.id)?;
+            Some((label.to_string(), e.participant.sid.clone()))
+        }) else {
             return;
         };
         if d.data.len() > self.config.max_data_message_bytes {
             self.metrics.data_drops.fetch_add(1, Relaxed);
             return;
         }
+        let relayed = crate::envelope::wrap(&sender, &d.data);
         for peer in self.router.peers(pid) {
             let Some(e) = self.entries.get_mut(&peer) else {
                 continue;
             };
-            if e.participant.write_channel(&label, d.binary, &d.data) {
+            if e.participant.write_channel(&label, d.binary, &relayed) {
                 self.metrics.data_messages_forwarded.fetch_add(1, Relaxed);
                 self.metrics
                     .data_bytes_forwarded
@@ -792,6 +837,7 @@ impl Engine {
                     // Offers wait for the connection (see `negotiate`).
                     self.renegotiate.insert(pid);
                 }
+                self.push_speakers_to(pid, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 if let Some(e) = self.entries.get_mut(&pid) {
@@ -848,6 +894,9 @@ impl Engine {
                 let keyframe = data.is_keyframe();
                 if let Some(rid) = data.rid {
                     self.rates.on_frame(track, rid, data.data.len(), now);
+                    if keyframe {
+                        self.rates.on_keyframe(track, rid, &data.data);
+                    }
                 }
                 if let Some(level) = data.ext_vals.audio_level {
                     if let Some(e) = self.entries.get(&pid) {
@@ -929,6 +978,15 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// A room's active speakers by sid, loudest first, with their level.
+fn active_speakers(detector: &SpeakerDetector, router: &Router, now: Instant) -> Vec<(String, i8)> {
+    detector
+        .active(now)
+        .into_iter()
+        .filter_map(|(pid, level)| Some((router.sid(pid)?.to_string(), level)))
+        .collect()
 }
 
 fn out_for(router: &Router, track: crate::router::TrackId) -> Out {

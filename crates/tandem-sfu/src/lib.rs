@@ -14,6 +14,7 @@
 pub mod allocation;
 pub mod config;
 mod engine;
+pub mod envelope;
 mod error;
 pub mod metrics;
 mod participant;
@@ -110,6 +111,7 @@ pub(crate) enum Command {
         sid: Arc<str>,
         track: String,
         rid: String,
+        max_width: Option<u32>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Mute {
@@ -271,14 +273,17 @@ impl Sfu {
         self.call(cmd, done).await
     }
 
-    /// Selects the simulcast layer `rid` of `track` for `sid`. The switch happens on
-    /// the layer's next keyframe, which is requested from the publisher.
+    /// Selects the simulcast layer `rid` of `track` for `sid`, or with `rid` "auto"
+    /// the automatic choice, bounded by the width `sid` shows the video at
+    /// (`max_width`; `None`: no bound). The switch happens on the layer's next
+    /// keyframe, which is requested from the publisher.
     pub async fn select_layer(
         &self,
         room: &str,
         sid: &str,
         track: &str,
         rid: &str,
+        max_width: Option<u32>,
     ) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
         let cmd = Command::Layer {
@@ -286,6 +291,7 @@ impl Sfu {
             sid: sid.into(),
             track: track.into(),
             rid: rid.into(),
+            max_width,
             reply,
         };
         self.call(cmd, done).await

@@ -22,6 +22,11 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 /// Bandwidth estimate a subscriber starts from, in kbit/s.
 pub const INITIAL_BWE_KBPS: u64 = 300;
 
+/// Most due timeouts one [`Participant::poll`] feeds back before it returns (the
+/// rest wait for the next turn of the I/O loop, so one busy participant cannot hold
+/// up the others for long).
+const MAX_DUE_TIMEOUTS_PER_POLL: usize = 1024;
+
 /// Why a participant's media session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -304,15 +309,23 @@ impl Participant {
         catch_unwind(AssertUnwindSafe(|| self.rtc.accepts(input))).unwrap_or(false)
     }
 
-    /// Polls the `Rtc` until it asks for a timeout: packets go out through `send`
-    /// (protocol, destination, bytes → sent), events are returned.
+    /// Polls the `Rtc` until it asks for a timeout later than `now`: packets go out
+    /// through `send` (protocol, destination, bytes → sent), events are returned.
+    ///
+    /// A timeout that is already due is fed back at once. This matters with the
+    /// bandwidth estimator on: its pacer releases one queued packet per timeout and
+    /// then asks for another immediately, so waiting for the next turn of the I/O loop
+    /// instead would cap every subscriber at one packet per turn, and with a few
+    /// publishers its send queues would grow without bound.
     pub fn poll(
         &mut self,
+        now: Instant,
         send: &mut dyn FnMut(Protocol, SocketAddr, &[u8]) -> bool,
     ) -> Vec<Event> {
         let mut events = Vec::new();
         let metrics = self.metrics.clone();
         let mut next = None;
+        let mut due = 0;
         let result = self.guard(|rtc| loop {
             if !rtc.is_alive() {
                 return Err("closed".to_string());
@@ -326,6 +339,11 @@ impl Participant {
                     } else {
                         metrics.send_drops.fetch_add(1, Relaxed);
                     }
+                }
+                Ok(Output::Timeout(t)) if t <= now && due < MAX_DUE_TIMEOUTS_PER_POLL => {
+                    due += 1;
+                    rtc.handle_input(Input::Timeout(now))
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(Output::Timeout(t)) => {
                     next = Some(t);

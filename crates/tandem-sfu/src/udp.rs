@@ -25,7 +25,11 @@ pub(crate) async fn run(
         let now = Instant::now();
         let next = engine.tick(now);
         engine.settle(&socket, now);
-        let deadline = next.max(now + Duration::from_millis(1));
+        // Polling in `settle` sets new deadlines (a pacer with packets to send): `next`
+        // was computed before it.
+        let deadline = engine
+            .next_timeout(next)
+            .max(now + Duration::from_millis(1));
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 match received {

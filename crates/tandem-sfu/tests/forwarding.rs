@@ -440,6 +440,18 @@ async fn audio_levels_make_active_speaker_pushes() {
     // not above what A sends.
     let level = a.speakers[0].1;
     assert!((-50..=-20).contains(&level), "smoothed level {level}");
+    // A late joiner is told who speaks when it connects, though the list stays the same.
+    let mut c = Member::join(&sfu, "CC", 0xC3, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b, &mut c],
+        Duration::from_secs(10),
+        true,
+        |m| m[2].speakers.len() == 1 && m[2].speakers[0].0 == "CA",
+    )
+    .await;
+    assert!(ok, "late joiner's speakers: {:?}", c.speakers);
+    sfu.leave("room", "CC");
     // A falls silent, B speaks: the list follows.
     a.peer.audio_level = Some(-127);
     b.peer.audio_level = Some(-10);
@@ -519,18 +531,25 @@ async fn data_channel_messages_reach_the_rest_of_the_room() {
         },
     )
     .await;
+    // Every relayed message names its sender (the server writes the sid, see
+    // tandem_sfu::envelope), so receivers know who sent it.
     let texts =
         |m: &Member| -> Vec<String> { m.peer.messages.iter().map(|(_, t)| t.clone()).collect() };
     assert!(ok, "a {:?} b {:?} c {:?}", texts(&a), texts(&b), texts(&c));
     let mut got_b = texts(&b);
     got_b.sort();
-    assert_eq!(got_b, vec!["hello from a", "hello from c"]);
+    assert_eq!(got_b, vec!["CA\nhello from a", "CC\nhello from c"]);
     assert_eq!(
         texts(&a),
-        vec!["hello from c"],
+        vec!["CC\nhello from c"],
         "never echoed to the sender"
     );
-    assert_eq!(texts(&c), vec!["hello from a"]);
+    assert_eq!(texts(&c), vec!["CA\nhello from a"]);
+    let relayed = c.peer.messages[0].1.as_bytes();
+    assert_eq!(
+        tandem_sfu::envelope::unwrap(relayed),
+        Some(("CA", &b"hello from a"[..]))
+    );
     assert!(b.peer.messages.iter().all(|(l, _)| l == "chat"));
     assert_eq!(sfu.metrics().data_messages_forwarded.load(Relaxed), 4);
 }
@@ -692,6 +711,52 @@ async fn publishers_are_told_the_video_bitrate_cap() {
     assert!(ok, "a REMB arrives");
     let remb = a.peer.remb.unwrap();
     assert!((250_000..=300_000).contains(&remb), "cap {remb}");
+}
+
+/// Frames that reach the SFU faster than its I/O loop turns (a clump of packets, or
+/// several publishers on a busy machine) are all forwarded at once: every timeout the
+/// subscriber's pacer asks for when it has more to send is fed, not one per turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_frames_reaches_the_subscriber_without_delay() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut b = Member::join(&sfu, "CB", 0xB2, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(10),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= 3,
+    )
+    .await;
+    assert!(ok, "video flows");
+    // Let the frames still on their way arrive, then send a clump of 150
+    // (more could overflow the socket's receive buffer).
+    run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_millis(300),
+        false,
+        |_| false,
+    )
+    .await;
+    let before = b.peer.got_from(MediaKind::Video, 0xA1);
+    a.peer.send_video_burst(150);
+    let t0 = Instant::now();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut b],
+        Duration::from_secs(2),
+        false,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xA1) >= before + 150,
+    )
+    .await;
+    assert!(
+        ok,
+        "{} of 150 frames arrived in {:?}",
+        b.peer.got_from(MediaKind::Video, 0xA1) - before,
+        t0.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -407,18 +407,38 @@ async fn auto_policy_moves_a_growing_room_to_the_sfu_and_back_with_hysteresis() 
     c2.join("call", None).await.unwrap();
     assert_eq!(next_mode(&mut e2).await, "mesh");
     no_mode(&mut e1).await;
-    // A third participant is past the threshold: everyone moves to the SFU.
+    // The policy counts publishers: viewers (no publish grant) do not move the room.
+    let grants = Grants {
+        publish: false,
+        ..room_grants()
+    };
+    let mut viewers = Vec::new();
+    for name in ["viewer1", "viewer2"] {
+        let (v, mut ev, _) = Client::connect(&server.url(), &token(name, grants.clone()))
+            .await
+            .unwrap();
+        v.join("call", None).await.unwrap();
+        assert_eq!(next_mode(&mut ev).await, "mesh");
+        viewers.push((v, ev));
+    }
+    no_mode(&mut e1).await;
+    // A third publisher is past the threshold: everyone moves to the SFU.
     let (c3, mut e3) = server.client("three").await;
     c3.join("call", None).await.unwrap();
     for e in [&mut e1, &mut e2, &mut e3] {
         assert_eq!(next_mode(e).await, "sfu");
     }
+    for (_, ev) in &mut viewers {
+        assert_eq!(next_mode(ev).await, "sfu", "viewers are told too");
+    }
     // Back to two: still the SFU (hysteresis).
     c3.leave("call").await.unwrap();
     no_mode(&mut e1).await;
-    // Down to one: back to mesh; a disconnect counts like a leave.
+    // Down to one publisher (the viewers stay): back to mesh; a disconnect counts
+    // like a leave.
     c2.close();
     assert_eq!(next_mode(&mut e1).await, "mesh");
+    assert_eq!(next_mode(&mut viewers[1].1).await, "mesh");
 }
 
 #[tokio::test]

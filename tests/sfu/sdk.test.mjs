@@ -1,0 +1,282 @@
+// The browser SDK (web/sdk) in SFU mode, in Chromium pages against a real
+// `tandem serve` with the SFU on:
+//   1. five SDK calls in an `auto` room: mesh at first, the SFU once a fifth publisher
+//      joins, everyone decoding everyone's video and receiving their audio; a page
+//      that leaves disappears everywhere; below the hysteresis floor the room goes
+//      back to mesh and media keeps flowing;
+//   2. simulcast: a viewer that shows a publisher small (attach() + ResizeObserver)
+//      gets a lower layer, and a larger one when the element grows;
+//   3. room data through the SFU: every other page gets it with the right sender,
+//      on the reliable and the lossy channel, and `to` reaches only its addressee.
+//
+// Usage: node sdk.test.mjs <path to tandem binary>
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webDir = resolve(here, '../../web');
+const tandem = process.argv[2];
+const KEY = 'sdkkey';
+const SECRET = 'sdk-sfu-test-secret-0123456789abcdef';
+
+let passed = 0;
+let failed = 0;
+function check(name, ok, detail) {
+  if (ok) {
+    passed++;
+    console.log(`ok - ${name}`);
+  } else {
+    failed++;
+    console.log(`not ok - ${name}\n  ${JSON.stringify(detail)}`);
+  }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(deadlineMs, fn) {
+  const end = Date.now() + deadlineMs;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last.ok) return last;
+    await sleep(300);
+  }
+  return last;
+}
+
+const servers = [];
+async function startServer(sfuExtra) {
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-sdk-sfu-'));
+  const configPath = join(dir, 'tandem.toml');
+  writeFileSync(
+    configPath,
+    `[server]\nbind = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n` +
+      `[keys]\n${KEY} = "${SECRET}"\n` +
+      `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n${sfuExtra}`,
+  );
+  const proc = spawn(tandem, ['serve', '--config', configPath, '--web-dir', webDir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, TANDEM_LOG: process.env.TANDEM_LOG || 'warn' },
+  });
+  servers.push({ proc, dir });
+  const addr = await new Promise((ok, fail) => {
+    const lines = createInterface({ input: proc.stdout });
+    lines.on('line', (line) => {
+      const m = line.match(/^tandem listening on (.+)$/);
+      if (m) ok(m[1]);
+    });
+    proc.on('exit', (code) => fail(new Error(`tandem exited with ${code}`)));
+  });
+  const token = (identity) =>
+    execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*']).toString().trim();
+  return { addr, token };
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+    '--autoplay-policy=no-user-gesture-required',
+    '--disable-background-timer-throttling',
+    '--disable-renderer-backgrounding',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+});
+
+/** An SDK page joined to `room` as `identity`, with `window.call` from `callOpts`. */
+async function sdkPage(server, identity, room, callOpts) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) console.log(`# ${identity}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => console.log(`# ${identity} page error: ${e.message}`));
+  await page.goto(`http://${server.addr}/healthz`);
+  await page.evaluate(
+    async ([token, room, callOpts]) => {
+      const T = await import('/sdk/index.js');
+      window.client = await T.connect(location.origin, token);
+      window.room = await window.client.join(room);
+      window.got = { data: [], removed: [], modes: [] };
+      window.call = await window.room.call(callOpts);
+      window.call.on('data', ({ identity, data, lossy }) => window.got.data.push({ identity, data, lossy }));
+      window.call.on('trackRemoved', ({ peer, source }) => window.got.removed.push(`${peer.identity}:${source}`));
+      window.call.on('mode', (m) => window.got.modes.push(m));
+      // Inbound media per remote identity, through whichever path carries it.
+      window.media = async () => {
+        const out = {};
+        const sfuStats = window.call.sfu?.pc ? await window.call.sfu.pc.getStats() : null;
+        for (const [identity, peer] of window.call.peers) {
+          const stats = peer.pc ? await peer.pc.getStats() : sfuStats;
+          const stream = peer.streams.get('camera');
+          const ids = new Set(stream ? stream.getTracks().filter((t) => t.readyState === 'live').map((t) => t.id) : []);
+          const m = { via: peer.via, frames: 0, audio: 0, width: 0 };
+          for (const s of stats ? stats.values() : []) {
+            if (s.type !== 'inbound-rtp' || !ids.has(s.trackIdentifier)) continue;
+            if (s.kind === 'video') {
+              m.frames += s.framesDecoded || 0;
+              m.width = Math.max(m.width, s.frameWidth || 0);
+            } else m.audio += s.packetsReceived || 0;
+          }
+          out[identity] = m;
+        }
+        return { mode: window.call.mode, roomMode: window.room.mediaMode, sfu: !!window.call.sfu, peers: out };
+      };
+    },
+    [server.token(identity), room, callOpts],
+  );
+  return page;
+}
+
+const media = (page) => page.evaluate(() => window.media());
+
+/** Every page decodes growing video and receives audio from each of `others(i)`. */
+async function flowing(pages, names, want, deadline) {
+  const before = await Promise.all(pages.map(media));
+  return until(deadline, async () => {
+    const now = await Promise.all(pages.map(media));
+    const ok = now.every((s, i) =>
+      names.filter((n) => n !== names[i]).every((n) => {
+        const m = s.peers[n];
+        const b = before[i].peers[n];
+        return m && m.via === want && m.frames > (b?.via === want ? b.frames : 0) + 1 && m.audio > 10;
+      }),
+    );
+    return { ok, now };
+  });
+}
+
+try {
+  // ---- 1. auto room: mesh → SFU → mesh ---------------------------------------------
+  const auto = await startServer('policy = "auto"\nauto_sfu_above = 4\nauto_mesh_at_or_below = 2\n');
+  // Small, slow video: 5 pages and a debug-build SFU share 2 cores here.
+  const small = { audio: true, video: { width: 320, height: 180, frameRate: 8 } };
+  const names = ['u0', 'u1', 'u2', 'u3', 'u4'];
+  const pages = [];
+  for (const n of names.slice(0, 4)) pages.push(await sdkPage(auto, n, 'auto', small));
+  const mesh = await flowing(pages, names.slice(0, 4), 'mesh', 45000);
+  check('four publishers stay in mesh and see each other', mesh.ok && mesh.now.every((s) => s.mode === 'mesh'), mesh.now);
+
+  pages.push(await sdkPage(auto, 'u4', 'auto', small));
+  const sfu = await flowing(pages, names, 'sfu', 90000);
+  check('a fifth publisher moves the room to the SFU: every page decodes the four others via the SFU', sfu.ok && sfu.now.every((s) => s.mode === 'sfu' && s.sfu), sfu.now);
+  const noMesh = await Promise.all(pages.map((p) => p.evaluate(() => [...window.call.peers.values()].every((peer) => !peer.pc))));
+  check('the mesh connections are closed after the switch', noMesh.every(Boolean), noMesh);
+
+  // u4 closes its page: its tracks and peer go away everywhere.
+  await pages[4].context().close();
+  pages.pop();
+  const gone = await until(20000, async () => {
+    const s = await Promise.all(pages.map((p) => p.evaluate(() => ({ has: window.call.peers.has('u4'), removed: window.got.removed.filter((r) => r.startsWith('u4:')) }))));
+    return { ok: s.every((x) => !x.has && x.removed.length > 0), s };
+  });
+  check('a page that leaves has its tracks removed on every other page', gone.ok, gone.s);
+  const stillSfu = await Promise.all(pages.map((p) => p.evaluate(() => window.call.mode)));
+  check('four publishers keep the room on the SFU (hysteresis)', stillSfu.every((m) => m === 'sfu'), stillSfu);
+
+  // Down to two publishers: back to mesh, and media keeps flowing.
+  await pages[3].context().close();
+  await pages[2].context().close();
+  const two = pages.slice(0, 2);
+  const back = await flowing(two, names.slice(0, 2), 'mesh', 45000);
+  check('two publishers go back to mesh and media flows peer to peer', back.ok && back.now.every((s) => s.mode === 'mesh'), back.now);
+  const legClosed = await until(15000, async () => {
+    const s = await Promise.all(two.map((p) => p.evaluate(() => !window.call.sfu)));
+    return { ok: s.every(Boolean), s };
+  });
+  check('the SFU connection is closed after going back to mesh', legClosed.ok, legClosed.s);
+  for (const p of two) await p.context().close();
+
+  // ---- 2. simulcast through the SDK ------------------------------------------------
+  const fixed = await startServer('policy = "sfu"\n');
+  await sdkPage(fixed, 'pub', 'sim', {
+    audio: false,
+    video: { width: 1280, height: 720, frameRate: 15 },
+    // Small layer bitrates so the loopback bandwidth estimate reaches the top soon.
+    simulcast: [
+      { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 40000 },
+      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 100000 },
+      { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 600000 },
+    ],
+  });
+  const viewer = await sdkPage(fixed, 'viewer', 'sim', { audio: false, video: false });
+  await viewer.evaluate(() => {
+    const v = document.createElement('video');
+    v.autoplay = true;
+    v.muted = true;
+    v.style.width = '1280px';
+    document.body.append(v);
+    window.video = v;
+  });
+  const width = async () => (await media(viewer)).peers.pub?.width ?? 0;
+  const up = await until(60000, async () => ({ ok: (await width()) >= 640, w: await width() }));
+  check('the viewer moves up from the q layer with its bandwidth estimate', up.ok, up);
+  const layers = await viewer.evaluate(() => [...window.call.peers.get('pub').sfuTracks.values()].map((t) => t.layers));
+  check('the SDK publishes q/h/f simulcast', JSON.stringify(layers) === '[["q","h","f"]]', layers);
+  await viewer.evaluate(() => {
+    window.detach = window.call.attach(window.video, 'pub');
+    window.video.style.width = '160px';
+  });
+  const down = await until(30000, async () => ({ ok: (await width()) === 320, w: await width() }));
+  check('a small attached video gets the small layer (frameWidth drops to 320)', down.ok, down);
+  await sleep(2500);
+  check('and stays there', (await width()) === 320, await width());
+  await viewer.evaluate(() => (window.video.style.width = '1280px'));
+  const again = await until(40000, async () => ({ ok: (await width()) >= 640, w: await width() }));
+  check('a larger video element gets a larger layer again', again.ok, again);
+  const bad = await viewer.evaluate(async () => {
+    const codes = [];
+    for (const f of [() => window.call.setVideoSize('pub', -3), () => window.call.setVideoLayer('pub', 'x'), () => window.call.setVideoSize('nobody', 100)]) {
+      codes.push(await f().then(() => 'ok', (e) => e.code));
+    }
+    return codes;
+  });
+  check('bad sizes and layers get typed errors', JSON.stringify(bad) === '["bad_argument","bad_request","participant_not_found"]', bad);
+
+  // ---- 3. room data through the SFU ------------------------------------------------
+  const none = { audio: false, video: false };
+  const dp = [];
+  for (const n of ['d0', 'd1', 'd2']) dp.push(await sdkPage(fixed, n, 'data', none));
+  const open = await until(20000, async () => {
+    const s = await Promise.all(dp.map((p) => p.evaluate(() => window.call.sfu?.connectionState)));
+    return { ok: s.every((x) => x === 'connected'), s };
+  });
+  check('data-only SDK calls connect to the SFU', open.ok, open.s);
+  await sleep(500); // the server sees the channels open shortly after the pages
+  const sent = await until(15000, async () => {
+    await dp[0].evaluate(() => window.call.sendData({ n: 'reliable' }));
+    await dp[1].evaluate(() => window.call.sendData({ n: 'lossy' }, { lossy: true }));
+    await dp[2].evaluate(() => window.call.sendData({ n: 'private' }, { to: 'd0' }));
+    await sleep(500);
+    const got = await Promise.all(dp.map((p) => p.evaluate(() => window.got.data)));
+    const has = (i, from, n, lossy) => got[i].some((d) => d.identity === from && d.data?.n === n && d.lossy === lossy);
+    const ok =
+      has(1, 'd0', 'reliable', false) && has(2, 'd0', 'reliable', false) && !has(0, 'd0', 'reliable', false) &&
+      has(0, 'd1', 'lossy', true) && has(2, 'd1', 'lossy', true) &&
+      has(0, 'd2', 'private', false) && !got[1].some((d) => d.data?.n === 'private');
+    return { ok, got };
+  });
+  check('room data via the SFU reaches the others with the right sender (reliable, lossy, to)', sent.ok, sent.got);
+} catch (e) {
+  failed++;
+  console.log(`not ok - ${e.stack}`);
+} finally {
+  await browser.close().catch(() => {});
+  for (const s of servers) {
+    s.proc.kill('SIGTERM');
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+}
+
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
