@@ -93,7 +93,17 @@ pub struct ConnectResult {
     pub server: String,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
+    /// When the token expires (Unix seconds): send `refresh` with a new one before
+    /// then, or the server closes the connection with 4002 `token_expired`.
+    pub expires_at: u64,
     pub limits: Limits,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The reply to `refresh`: the new expiry, and ICE servers with fresh credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub expires_at: u64,
     pub ice_servers: Vec<IceServer>,
 }
 
