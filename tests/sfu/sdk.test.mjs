@@ -227,7 +227,7 @@ try {
   check('the SDK publishes q/h/f simulcast', JSON.stringify(layers) === '[["q","h","f"]]', layers);
   // Layers nobody receives are paused at the publisher: its outbound-rtp per rid
   // stops encoding, and a layer comes back when the viewer asks for it.
-  const sent = () =>
+  const encoded = () =>
     pub.evaluate(async () => {
       const pc = window.call.sfu.pc;
       const out = {};
@@ -247,7 +247,7 @@ try {
   await sleep(2500);
   check('and stays there', (await width()) === 320, await width());
   const offWhileSmall = await until(15000, async () => {
-    const s = await sent();
+    const s = await encoded();
     return { ok: s.h?.active === false && s.f?.active === false, s };
   });
   check('nobody receives h and f: the publisher pauses them', offWhileSmall.ok, offWhileSmall.s);
@@ -257,13 +257,13 @@ try {
 
   await viewer.evaluate(() => window.call.setVideoLayer('pub', 'q'));
   const paused = await until(30000, async () => {
-    const [w, s] = [await width(), await sent()];
+    const [w, s] = [await width(), await encoded()];
     return { ok: w === 320 && s.h?.active === false && s.f?.active === false && s.q?.active === true, w, s };
   });
   check('pinned to q: the publisher stops sending h and f (sfu_layers)', paused.ok, paused);
   if (paused.ok) {
     await sleep(2000);
-    const later = await sent();
+    const later = await encoded();
     check(
       'paused layers encode nothing while q goes on',
       later.h.frames <= paused.s.h.frames + 1 && later.f.frames <= paused.s.f.frames + 1 && later.q.frames > paused.s.q.frames,
@@ -272,7 +272,7 @@ try {
   }
   await viewer.evaluate(() => window.call.setVideoLayer('pub', 'f'));
   const resumed = await until(30000, async () => {
-    const [w, s] = [await width(), await sent()];
+    const [w, s] = [await width(), await encoded()];
     return { ok: w >= 640 && s.f?.active === true && s.f.frames > (paused.s?.f?.frames ?? 0) + 5, w, s };
   });
   check('asking for f resumes it at the publisher and the viewer gets the large video again', resumed.ok, resumed);
