@@ -7,7 +7,8 @@
 //!   is switching to.
 //! - [`LayerGate`] decides when the publisher is told: enabling is immediate (a
 //!   subscriber waits for that layer's keyframe), pausing waits for a warm-up (so
-//!   every layer's bitrate and width get measured once) and is rate-limited.
+//!   every layer's bitrate and width get measured once) and is rate-limited;
+//!   [`keep_unmeasured`] keeps layers never measured on.
 //! - [`allocation_rates`] gives the allocator a bitrate for layers paused here: a
 //!   paused layer measures 0, yet must stay choosable, or it could never come back.
 
@@ -67,6 +68,19 @@ pub fn wanted(layers: &[Rid], needs: &[Need]) -> Vec<Rid> {
     } else {
         known
     }
+}
+
+/// `want` plus the layers of `layers` never measured (`measured` false), in `layers`
+/// order. Pausing such a layer saves nothing yet (the publisher may not be sending
+/// it: its encoder ramps layers up with its own bandwidth estimate), and would hide
+/// its bitrate and width from the allocator, which could then neither choose it by
+/// rate nor keep it out by `max_width`.
+pub fn keep_unmeasured(layers: &[Rid], want: &[Rid], measured: impl Fn(Rid) -> bool) -> Vec<Rid> {
+    layers
+        .iter()
+        .copied()
+        .filter(|r| want.contains(r) || !measured(*r))
+        .collect()
 }
 
 /// The layers one publisher track was last told to send, and when.
@@ -225,6 +239,14 @@ mod tests {
             ["q"],
             "unknown layer"
         );
+    }
+
+    #[test]
+    fn layers_never_measured_are_not_paused() {
+        let want = [r("q")];
+        let measured = |rid: Rid| rid != r("f");
+        assert_eq!(names(&keep_unmeasured(&qhf(), &want, measured)), ["q", "f"]);
+        assert_eq!(names(&keep_unmeasured(&qhf(), &want, |_| true)), ["q"]);
     }
 
     #[test]

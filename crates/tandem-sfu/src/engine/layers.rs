@@ -4,7 +4,7 @@
 //! for the layers paused here.
 
 use super::Engine;
-use crate::layer_demand::{allocation_rates, wanted, LayerGate, Need};
+use crate::layer_demand::{allocation_rates, keep_unmeasured, wanted, LayerGate, Need};
 use crate::router::{Track, TrackId};
 use crate::Signal;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,7 +31,9 @@ impl Engine {
                     .filter(|sub| self.router.is_subscribed(*sub, t.id))
                     .map(|sub| self.need(sub, t.id))
                     .collect();
-                let want = wanted(&t.layers, &needs);
+                let want = keep_unmeasured(&t.layers, &wanted(&t.layers, &needs), |r| {
+                    self.rates.last_rate(t.id, r).is_some()
+                });
                 let gate = self
                     .layer_gates
                     .entry(t.id)
