@@ -413,6 +413,7 @@ export class TandemClient extends Emitter {
       case 'tracks':
       case 'sfu_offer':
       case 'sfu_closed':
+      case 'sfu_layers':
       case 'active_speakers':
         this.#rooms.get(msg.room)?._onPush(msg);
         return;
