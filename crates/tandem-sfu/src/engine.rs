@@ -405,10 +405,22 @@ impl Engine {
         let entry = self.entries.get_mut(&pid).expect("keyed entry exists");
         let result = entry.participant.accept_answer(revision, answer);
         if result.is_ok() {
-            for out in &entry.participant.outs {
-                if let OutState::Open(mid) = out.state {
-                    self.router.bind(pid, out.track, mid);
-                }
+            let open: Vec<(TrackId, str0m::media::Mid)> = entry
+                .participant
+                .outs
+                .iter()
+                .filter_map(|o| match o.state {
+                    OutState::Open(mid) => Some((o.track, mid)),
+                    _ => None,
+                })
+                .collect();
+            for (track, mid) in open {
+                self.router.bind(pid, track, mid);
+                let simulcast = self
+                    .router
+                    .track(track)
+                    .is_some_and(|t| !t.layers.is_empty());
+                entry.participant.set_paced(mid, simulcast);
             }
         }
         self.dirty.insert(pid);

@@ -441,6 +441,20 @@ impl Participant {
         sent == Some(true)
     }
 
+    /// Whether the pacer holds the outgoing m-line `mid` to the bandwidth estimate.
+    /// Only media the SFU can adapt to the estimate (a simulcast layer choice) should
+    /// be paced: pacing a track of fixed bitrate below that bitrate only queues it
+    /// (latency, memory) until str0m's pacer drains the backlog in a burst.
+    pub fn set_paced(&mut self, mid: Mid, paced: bool) -> bool {
+        let set = self.guard(|rtc| {
+            rtc.direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.set_unpaced(!paced))
+                .is_some()
+        });
+        set == Some(true)
+    }
+
     /// Tells the bandwidth estimator how much it should try to discover.
     pub fn set_desired_bitrate(&mut self, bps: u64) {
         self.guard(|rtc| rtc.bwe().set_desired_bitrate(str0m::bwe::Bitrate::bps(bps)));
