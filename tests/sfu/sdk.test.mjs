@@ -6,6 +6,8 @@
 //      back to mesh and media keeps flowing;
 //   2. simulcast: a viewer that shows a publisher small (attach() + ResizeObserver)
 //      gets a lower layer, and a larger one when the element grows;
+//      layers nobody receives are paused at the publisher (`sfu_layers` →
+//      setParameters) and resume when the viewer asks for them;
 //   3. room data through the SFU: every other page gets it with the right sender,
 //      on the reliable and the lossy channel, and `to` reaches only its addressee.
 //
@@ -199,7 +201,7 @@ try {
 
   // ---- 2. simulcast through the SDK ------------------------------------------------
   const fixed = await startServer('policy = "sfu"\n');
-  await sdkPage(fixed, 'pub', 'sim', {
+  const pub = await sdkPage(fixed, 'pub', 'sim', {
     audio: false,
     video: { width: 1280, height: 720, frameRate: 15 },
     // Small layer bitrates so the loopback bandwidth estimate reaches the top soon.
@@ -223,6 +225,19 @@ try {
   check('the viewer moves up from the q layer with its bandwidth estimate', up.ok, up);
   const layers = await viewer.evaluate(() => [...window.call.peers.get('pub').sfuTracks.values()].map((t) => t.layers));
   check('the SDK publishes q/h/f simulcast', JSON.stringify(layers) === '[["q","h","f"]]', layers);
+  // Layers nobody receives are paused at the publisher: its outbound-rtp per rid
+  // stops encoding, and a layer comes back when the viewer asks for it.
+  const encoded = () =>
+    pub.evaluate(async () => {
+      const pc = window.call.sfu.pc;
+      const out = {};
+      for (const s of (await pc.getStats()).values()) {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) out[s.rid] = { frames: s.framesEncoded || 0, bytes: s.bytesSent || 0 };
+      }
+      const sender = pc.getSenders().find((x) => x.track?.kind === 'video');
+      for (const e of sender.getParameters().encodings) if (out[e.rid]) out[e.rid].active = e.active;
+      return out;
+    });
   await viewer.evaluate(() => {
     window.detach = window.call.attach(window.video, 'pub');
     window.video.style.width = '160px';
@@ -231,9 +246,38 @@ try {
   check('a small attached video gets the small layer (frameWidth drops to 320)', down.ok, down);
   await sleep(2500);
   check('and stays there', (await width()) === 320, await width());
+  const offWhileSmall = await until(15000, async () => {
+    const s = await encoded();
+    return { ok: s.h?.active === false && s.f?.active === false, s };
+  });
+  check('nobody receives h and f: the publisher pauses them', offWhileSmall.ok, offWhileSmall.s);
   await viewer.evaluate(() => (window.video.style.width = '1280px'));
   const again = await until(40000, async () => ({ ok: (await width()) >= 640, w: await width() }));
-  check('a larger video element gets a larger layer again', again.ok, again);
+  check('a larger video element gets a larger layer again (paused layers are turned back on)', again.ok, again);
+
+  await viewer.evaluate(() => window.call.setVideoLayer('pub', 'q'));
+  const paused = await until(30000, async () => {
+    const [w, s] = [await width(), await encoded()];
+    return { ok: w === 320 && s.h?.active === false && s.f?.active === false && s.q?.active === true, w, s };
+  });
+  check('pinned to q: the publisher stops sending h and f (sfu_layers)', paused.ok, paused);
+  if (paused.ok) {
+    await sleep(2000);
+    const later = await encoded();
+    check(
+      'paused layers encode nothing while q goes on',
+      later.h.frames <= paused.s.h.frames + 1 && later.f.frames <= paused.s.f.frames + 1 && later.q.frames > paused.s.q.frames,
+      { before: paused.s, after: later },
+    );
+  }
+  await viewer.evaluate(() => window.call.setVideoLayer('pub', 'f'));
+  const resumed = await until(30000, async () => {
+    const [w, s] = [await width(), await encoded()];
+    return { ok: w >= 640 && s.f?.active === true && s.f.frames > (paused.s?.f?.frames ?? 0) + 5, w, s };
+  });
+  check('asking for f resumes it at the publisher and the viewer gets the large video again', resumed.ok, resumed);
+  const pauses = Number((await (await fetch(`http://${fixed.addr}/metrics`)).text()).match(/^tandem_sfu_layer_pauses_total (\d+)/m)?.[1] ?? 0);
+  check('layer pauses are counted', pauses >= 2, { pauses });
   const bad = await viewer.evaluate(async () => {
     const codes = [];
     for (const f of [() => window.call.setVideoSize('pub', -3), () => window.call.setVideoLayer('pub', 'x'), () => window.call.setVideoSize('nobody', 100)]) {

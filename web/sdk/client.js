@@ -50,6 +50,7 @@ export class TandemClient extends Emitter {
   #attempt = 0;
   #retryTimer = null;
   #watchdog = null;
+  #refreshTimer = null;
   #lastDisconnect = null;
   #closedByUser = false;
   #firstConnect = null; // {resolve, reject} of the pending connect()
@@ -287,6 +288,7 @@ export class TandemClient extends Emitter {
     this.#authed = true;
     this.#attempt = 0;
     this.#armWatchdog();
+    this.#scheduleRefresh();
     const reconnected = this.#everConnected;
     this.#everConnected = true;
     // Rooms are rejoined first; then the app's waiting requests go out (a chat
@@ -327,6 +329,42 @@ export class TandemClient extends Emitter {
 
   #rawSend(obj) {
     if (this.#ws && this.#ws.readyState === 1) this.#ws.send(JSON.stringify(obj));
+  }
+
+  /**
+   * The server closes the session (4002 `token_expired`) when its token expires. With
+   * a token provider the SDK hands it a fresh token first: a fifth of the remaining
+   * lifetime before expiry (at most a minute before), and again a few seconds later
+   * when the provider or the server fails. A plain string token cannot be renewed:
+   * the session then ends at expiry and `connect` fails with `token_expired`.
+   */
+  #scheduleRefresh() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    const expiresAt = this.info?.expires_at;
+    if (typeof this.#token !== 'function' || !expiresAt) return;
+    const left = expiresAt * 1000 - Date.now();
+    const early = Math.min(60000, left / 5);
+    this.#refreshTimer = setTimeout(() => this.#refresh(), Math.max(0, left - early));
+  }
+
+  async #refresh() {
+    const info = this.info;
+    try {
+      const token = await this.#token();
+      const result = await this.request('refresh', { token }, { internal: true });
+      if (this.info !== info || !this.#authed) return;
+      // In place: `info` is also how the rest of the client recognises this session.
+      info.expires_at = result.expires_at;
+      info.ice_servers = result.ice_servers;
+      this.emit('refreshed', { expiresAt: result.expires_at });
+      this.#scheduleRefresh();
+    } catch (err) {
+      if (this.info !== info || !this.#authed) return;
+      this.emit('error', new TandemError(err?.code || 'token_invalid', `token refresh failed: ${err?.message || err}`));
+      const left = info.expires_at * 1000 - Date.now();
+      if (left > 2000) this.#refreshTimer = setTimeout(() => this.#refresh(), Math.min(5000, left / 2));
+    }
   }
 
   #armWatchdog() {
@@ -375,6 +413,7 @@ export class TandemClient extends Emitter {
       case 'tracks':
       case 'sfu_offer':
       case 'sfu_closed':
+      case 'sfu_layers':
       case 'active_speakers':
         this.#rooms.get(msg.room)?._onPush(msg);
         return;
@@ -393,6 +432,8 @@ export class TandemClient extends Emitter {
 
   #teardown(err) {
     clearTimeout(this.#watchdog);
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
     const wasAuthed = this.#authed;
     this.#authed = false;
     this.#resuming = false;

@@ -45,6 +45,8 @@ export interface ConnectInfo {
   server: string;
   ping_interval_ms: number;
   idle_timeout_ms: number;
+  /** When the token expires (Unix seconds). With a token provider the SDK refreshes it before then. */
+  expires_at: number;
   limits: Record<string, number>;
   ice_servers: IceServer[];
 }
@@ -90,6 +92,8 @@ export type ClientEvents = {
   error: [TandemError];
   /** Pushes of types this SDK does not know. */
   push: [Record<string, unknown>];
+  /** The token provider's new token was accepted; the session now lasts until `expiresAt` (Unix seconds). */
+  refreshed: [{ expiresAt: number }];
 };
 
 export declare class TandemClient extends Emitter<ClientEvents> {

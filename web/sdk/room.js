@@ -197,6 +197,7 @@ export class Room extends Emitter {
       case 'tracks':
       case 'sfu_offer':
       case 'sfu_closed':
+      case 'sfu_layers':
       case 'active_speakers':
         // The SFU connection's own signaling, handled by the call (sfu.js).
         this.emit('_sfu', msg);

@@ -62,6 +62,10 @@ export class SfuLeg extends Emitter {
   #chain = Promise.resolve();
   #ownOfferPending = false;
   #generation = 0;
+  /** mid → simulcast rids the server last asked this publisher to send (`sfu_layers`). */
+  #wantedLayers = new Map();
+  /** Sender parameter changes run one at a time (getParameters/setParameters pairs). */
+  #params = Promise.resolve();
 
   /**
    * @param {import('./room.js').Room} room
@@ -181,6 +185,9 @@ export class SfuLeg extends Emitter {
       case 'active_speakers':
         this.emit('speakers', msg.speakers || []);
         return;
+      case 'sfu_layers':
+        this.#setActiveLayers(msg.mid, msg.active || []);
+        return;
     }
   }
 
@@ -203,6 +210,7 @@ export class SfuLeg extends Emitter {
 
   #teardown() {
     this.#generation++;
+    this.#wantedLayers.clear();
     for (const mid of [...this.#announced.keys()]) this.#end(mid);
     this.#meta.clear();
     this.#remote.clear();
@@ -298,6 +306,43 @@ export class SfuLeg extends Emitter {
   async #mute(mid, muted) {
     if (!mid) return;
     await this.#room.client.request('sfu_mute', { room: this.#room.name, mid, muted });
+  }
+
+  /**
+   * The server says which simulcast layers of our track on `mid` anyone receives:
+   * stop encoding the others (saves uplink and CPU) and resume them when listed
+   * again. Queued behind earlier parameter changes; only the latest set is applied.
+   */
+  #setActiveLayers(mid, active) {
+    this.#wantedLayers.set(mid, active);
+    const pc = this.pc;
+    this.#params = this.#params
+      .then(() => this.#applyLayers(pc, mid))
+      .catch((err) => {
+        if (!this.closed && this.pc === pc) this.emit('error', err);
+      });
+  }
+
+  async #applyLayers(pc, mid) {
+    const active = this.#wantedLayers.get(mid);
+    if (!active || this.closed || this.pc !== pc) return;
+    // Only our own published senders, by mid; an unknown mid is ignored.
+    const info = [...this.#local.values()].find((i) => i.transceiver && i.transceiver.mid === mid);
+    if (!info) return;
+    const sender = info.transceiver.sender;
+    const params = sender.getParameters();
+    const own = (params.encodings || []).filter((e) => e.rid);
+    // Never switch every layer off: a set naming none of our rids is not for us.
+    if (!own.some((e) => active.includes(e.rid))) return;
+    let changed = false;
+    for (const e of own) {
+      const on = active.includes(e.rid);
+      if (e.active !== on) {
+        e.active = on;
+        changed = true;
+      }
+    }
+    if (changed) await sender.setParameters(params);
   }
 
   #setTracks(list) {

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tandem_protocol::{
-    ConnectResult, ErrorCode, HistoryResult, JoinResult, PublishResult, StreamPosition,
-    SubscribeResult,
+    ConnectResult, ErrorCode, HistoryResult, JoinResult, PublishResult, RefreshResult,
+    StreamPosition, SubscribeResult,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -192,6 +192,12 @@ impl Client {
             json!({"token": token, "protocol": 1, "client": "tandem-rust/0.1"}),
         )
         .await
+    }
+
+    /// Hands the server a fresh token for the same identity before the current one
+    /// expires (`ConnectResult::expires_at`); the reply carries the new expiry.
+    pub async fn refresh(&self, token: &str) -> Result<RefreshResult, ClientError> {
+        self.call("refresh", json!({ "token": token })).await
     }
 
     /// Sends a request and waits for its reply's `result`.

@@ -118,6 +118,7 @@ pub enum CloseCode {
     MessageTooBig,
     ServerShutdown,
     Unauthorized,
+    TokenExpired,
     Disconnected,
     SlowConsumer,
     IdleTimeout,
@@ -132,6 +133,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => 1009,
             CloseCode::ServerShutdown => 1012,
             CloseCode::Unauthorized => 4001,
+            CloseCode::TokenExpired => 4002,
             CloseCode::Disconnected => 4003,
             CloseCode::SlowConsumer => 4004,
             CloseCode::IdleTimeout => 4005,
@@ -146,6 +148,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "message_too_big",
             CloseCode::ServerShutdown => "server_shutdown",
             CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token_expired",
             CloseCode::Disconnected => "disconnected",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::IdleTimeout => "idle_timeout",
@@ -171,6 +174,7 @@ impl CloseCode {
             CloseCode::MessageTooBig,
             CloseCode::ServerShutdown,
             CloseCode::Unauthorized,
+            CloseCode::TokenExpired,
             CloseCode::Disconnected,
             CloseCode::SlowConsumer,
             CloseCode::IdleTimeout,
@@ -200,10 +204,13 @@ mod tests {
             CloseCode::SlowConsumer,
             CloseCode::Reconnect,
             CloseCode::Unauthorized,
+            CloseCode::TokenExpired,
         ] {
             assert_eq!(CloseCode::from_code(c.code()), Some(c));
         }
         assert!(CloseCode::SlowConsumer.reconnect());
         assert!(!CloseCode::Unauthorized.reconnect());
+        // With a fresh token: the SDK asks its token provider again.
+        assert!(CloseCode::TokenExpired.reconnect());
     }
 }

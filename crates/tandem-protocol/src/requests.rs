@@ -29,6 +29,10 @@ pub enum Request {
         protocol: Option<u32>,
         client: Option<String>,
     },
+    /// A fresh token for the same identity, sent before the current one expires.
+    Refresh {
+        token: String,
+    },
     Join {
         room: String,
         metadata: Option<Box<RawValue>>,
@@ -134,6 +138,10 @@ struct ConnectBody {
     client: Option<String>,
 }
 #[derive(Deserialize)]
+struct RefreshBody {
+    token: String,
+}
+#[derive(Deserialize)]
 struct RoomBody {
     room: String,
 }
@@ -235,6 +243,9 @@ pub fn decode_request(kind: &str, text: &str) -> Result<Request, (ErrorCode, Str
                 client: b.client,
             }
         }
+        "refresh" => Request::Refresh {
+            token: body::<RefreshBody>(kind, text)?.token,
+        },
         "join" => {
             let b: JoinBody = body(kind, text)?;
             Request::Join {

@@ -93,7 +93,17 @@ pub struct ConnectResult {
     pub server: String,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
+    /// When the token expires (Unix seconds): send `refresh` with a new one before
+    /// then, or the server closes the connection with 4002 `token_expired`.
+    pub expires_at: u64,
     pub limits: Limits,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// The reply to `refresh`: the new expiry, and ICE servers with fresh credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub expires_at: u64,
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -300,6 +310,14 @@ pub enum SfuEvent {
         room: String,
         speakers: Vec<ActiveSpeaker>,
     },
+    /// To a publisher: the simulcast layers (rids) of its track on `mid` that some
+    /// subscriber receives; the client stops encoding the others until they are
+    /// listed again.
+    SfuLayers {
+        room: String,
+        mid: String,
+        active: Vec<String>,
+    },
 }
 
 /// An entry of the `active_speakers` push.
@@ -414,6 +432,15 @@ mod tests {
         assert_eq!(
             speakers.to_frame(),
             r#"{"type":"active_speakers","room":"demo","speakers":[{"participant":"C1","level":-31}]}"#
+        );
+        let layers = SfuEvent::SfuLayers {
+            room: "demo".into(),
+            mid: "1".into(),
+            active: vec!["q".into(), "h".into()],
+        };
+        assert_eq!(
+            layers.to_frame(),
+            r#"{"type":"sfu_layers","room":"demo","mid":"1","active":["q","h"]}"#
         );
         assert_eq!(
             disconnect_frame(CloseCode::SlowConsumer),

@@ -27,6 +27,9 @@ pub struct Config {
     /// TURN was switched on by dev mode rather than by the operator.
     #[serde(skip)]
     pub turn_auto: bool,
+    /// The SFU was switched on by dev mode rather than by the operator.
+    #[serde(skip)]
+    pub sfu_auto: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,16 +210,23 @@ impl Config {
                 .ok_or_else(|| ConfigError(format!("--keys expects key:secret, got '{pair}'")))?;
             section(&mut table, "keys").insert(key.into(), toml::Value::String(secret.into()));
         }
-        let turn_configured = table
-            .get("turn")
-            .and_then(|t| t.as_table())
-            .is_some_and(|t| t.contains_key("enabled"));
+        let explicitly_enabled = |section: &str| {
+            table
+                .get(section)
+                .and_then(|t| t.as_table())
+                .is_some_and(|t| t.contains_key("enabled"))
+        };
+        let turn_configured = explicitly_enabled("turn");
+        let sfu_configured = explicitly_enabled("sfu");
         let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.message().to_string()))?;
         config.apply_dev_defaults();
         if config.server.dev && !turn_configured {
             config.apply_dev_turn();
+        }
+        if config.server.dev && !sfu_configured {
+            config.apply_dev_sfu();
         }
         config.validate()?;
         Ok(config)
@@ -241,6 +251,16 @@ impl Config {
                     .collect(),
             );
         }
+    }
+
+    /// Dev mode without an explicit `sfu.enabled`: run the SFU on the server's own
+    /// address (UDP and ICE-TCP port 7882 unless configured), so that the demo app's
+    /// rooms move to the SFU when they grow. Best effort like dev-mode TURN
+    /// (`sfu_auto`: a busy port is a warning, not a failure).
+    fn apply_dev_sfu(&mut self) {
+        self.sfu.enabled = true;
+        self.sfu_auto = true;
+        self.sfu.udp_bind = SocketAddr::new(self.server.bind.ip(), self.sfu.udp_bind.port());
     }
 
     /// No keys configured means dev mode with the well-known dev credentials.
@@ -413,6 +433,34 @@ mod tests {
         assert_eq!(c.secret(DEV_API_KEY), Some(DEV_API_SECRET));
         assert_eq!(c.server.bind.to_string(), "127.0.0.1:7880");
         assert_eq!(c.limits.max_message_bytes, 65536);
+        assert!(c.sfu.enabled && c.sfu_auto, "dev mode runs the SFU");
+        assert_eq!(c.sfu.udp_bind.to_string(), "127.0.0.1:7882");
+    }
+
+    #[test]
+    fn dev_mode_sfu_follows_the_bind_address_and_yields_to_explicit_config() {
+        let c = Config::load(
+            &Overrides::default(),
+            env(&[("TANDEM_SERVER__BIND", "127.0.0.2:9000")]),
+        )
+        .unwrap();
+        assert_eq!(c.sfu.udp_bind.to_string(), "127.0.0.2:7882");
+        let off = Config::load(
+            &Overrides::default(),
+            env(&[("TANDEM_SFU__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert!(!off.sfu.enabled && !off.sfu_auto);
+        let secret = "s".repeat(32);
+        let production = Config::load(
+            &Overrides::default(),
+            env(&[("TANDEM_KEYS", &format!("k1:{secret}"))]),
+        )
+        .unwrap();
+        assert!(
+            !production.sfu.enabled,
+            "outside dev mode the operator turns it on"
+        );
     }
 
     #[test]

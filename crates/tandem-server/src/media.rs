@@ -1,5 +1,5 @@
 //! SFU signaling for a session: `sfu_offer`, `sfu_answer`, `sfu_leave`, and the pushes
-//! the SFU sends back (`sfu_offer`, `tracks`, `sfu_closed`). The media work itself is
+//! the SFU sends back (`sfu_offer`, `tracks`, `sfu_closed`, `sfu_layers`, …). The media work itself is
 //! in the `tandem-sfu` crate; this module checks rights and maps errors to the wire.
 
 use crate::outbound::SessionHandle;
@@ -83,6 +83,11 @@ fn sink(handle: SessionHandle) -> tandem_sfu::Sink {
                     .into_iter()
                     .map(|(participant, level)| ActiveSpeaker { participant, level })
                     .collect(),
+            },
+            Signal::Layers { room, mid, active } => SfuEvent::SfuLayers {
+                room: room.to_string(),
+                mid,
+                active,
             },
         };
         handle.push_frame(event.to_frame());

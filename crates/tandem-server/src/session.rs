@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tandem_protocol::{
     decode_header, decode_request, error_frame, reply_frame, valid_channel_name, valid_room_name,
-    CloseCode, ConnectResult, Empty, ErrorCode, HistoryResult, LeaveReason, Limits, PublishResult,
-    RawValue, Request, StreamPosition, SubscribeResult, PONG_FRAME, PROTOCOL_VERSION,
+    CloseCode, ConnectResult, Empty, ErrorCode, HistoryResult, IceServer, LeaveReason, Limits,
+    PublishResult, RawValue, RefreshResult, Request, StreamPosition, SubscribeResult, PONG_FRAME,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 
@@ -166,7 +167,13 @@ impl Session {
             Ok(Some(reply)) => out.push(Bytes::from(reply)),
             Ok(None) => {}
             Err(e) => {
-                let close = e.code.closes_with();
+                // A bad token ends a connection that has no valid one yet; a bad
+                // `refresh` leaves the current, still valid token in place.
+                let close = if self.auth.is_none() {
+                    e.code.closes_with()
+                } else {
+                    None
+                };
                 self.push_error(out, id, e);
                 if let Some(code) = close {
                     return Flow::Close(code);
@@ -250,6 +257,7 @@ impl Session {
                 protocol,
                 client: _,
             } => self.connect(&token, protocol).map(|r| reply(&r)),
+            Request::Refresh { token } => self.refresh(&token).map(|r| reply(&r)),
             Request::Join { room, metadata } => self.join(room, metadata).map(|r| reply(&r)),
             Request::Leave { room } => {
                 self.authenticated()?;
@@ -372,12 +380,7 @@ impl Session {
         );
         self.state.hub.register(&handle)?;
         let l = &config.limits;
-        let ice_servers = self
-            .state
-            .ice_servers
-            .as_ref()
-            .map(|f| f(&claims.sub))
-            .unwrap_or_default();
+        let ice_servers = self.ice_servers(&claims.sub);
         let result = ConnectResult {
             client_id: self.client_id.to_string(),
             identity: claims.sub.clone(),
@@ -386,6 +389,7 @@ impl Session {
             server: concat!("tandem/", env!("CARGO_PKG_VERSION")).into(),
             ping_interval_ms: l.ping_interval_ms,
             idle_timeout_ms: l.idle_timeout_ms,
+            expires_at: claims.exp,
             limits: Limits {
                 max_message_bytes: l.max_message_bytes,
                 publish_rate: l.publish_rate,
@@ -397,6 +401,47 @@ impl Session {
         };
         self.auth = Some(Authenticated { handle, claims });
         Ok(result)
+    }
+
+    /// Replaces the session's token before it expires. The new token must be valid
+    /// and name the same identity; its grants apply to later requests (rooms and
+    /// subscriptions already held are kept).
+    fn refresh(&mut self, token: &str) -> Result<RefreshResult, RequestError> {
+        let auth = self.authenticated()?;
+        let config = &self.state.config;
+        let claims = auth::verify(token, auth::now_secs(), |key| config.secret(key))
+            .map_err(|e| err(e.code, e.message))?;
+        if claims.sub != auth.claims.sub {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!(
+                    "a refresh token must be for the same identity ('{}'), not '{}'",
+                    auth.claims.sub, claims.sub
+                ),
+            ));
+        }
+        let result = RefreshResult {
+            expires_at: claims.exp,
+            ice_servers: self.ice_servers(&claims.sub),
+        };
+        if let Some(auth) = self.auth.as_mut() {
+            auth.claims = claims;
+        }
+        Ok(result)
+    }
+
+    /// STUN/TURN servers with credentials for `identity`, when the server runs TURN.
+    fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
+        self.state
+            .ice_servers
+            .as_ref()
+            .map(|f| f(identity))
+            .unwrap_or_default()
+    }
+
+    /// When the session's token expires (Unix seconds), once authenticated.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.auth.as_ref().map(|a| a.claims.exp)
     }
 
     fn join(

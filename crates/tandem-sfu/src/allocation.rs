@@ -67,6 +67,12 @@ impl LayerRates {
         m.rate_bps
     }
 
+    /// The layer's latest measured bitrate however old: for a layer paused on purpose
+    /// (see `layer_demand`), which measures nothing while off.
+    pub fn last_rate(&self, track: TrackId, rid: Rid) -> Option<u64> {
+        self.meters.get(&(track, rid))?.rate_bps
+    }
+
     pub fn forget(&mut self, track: TrackId) {
         self.meters.retain(|(t, _), _| *t != track);
     }
@@ -254,6 +260,10 @@ mod tests {
             r.rate(TrackId(1), rid("q"), now + Duration::from_secs(5)),
             None,
             "stale"
+        );
+        assert!(
+            r.last_rate(TrackId(1), rid("q")).is_some(),
+            "kept for paused layers"
         );
         r.forget(TrackId(1));
         assert_eq!(r.rate(TrackId(1), rid("q"), now), None);

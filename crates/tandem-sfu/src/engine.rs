@@ -23,6 +23,8 @@ use str0m::{Event, IceConnectionState, Input};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+mod layers;
+
 struct Entry {
     participant: Participant,
     sink: Sink,
@@ -61,6 +63,10 @@ pub struct Engine {
     /// Audio levels per room, and the active speakers last pushed there.
     speakers: HashMap<Arc<str>, (SpeakerDetector, Vec<String>)>,
     next_speaker_check: Instant,
+    /// Per simulcast track, the layers its publisher was told to send.
+    layer_gates: HashMap<TrackId, crate::layer_demand::LayerGate>,
+    /// Something changed what subscribers need: re-evaluate at the next tick.
+    demand_dirty: bool,
 }
 
 /// How often simulcast layers are re-allocated from bandwidth estimates.
@@ -95,6 +101,8 @@ impl Engine {
             next_allocation: Instant::now(),
             speakers: HashMap::new(),
             next_speaker_check: Instant::now(),
+            layer_gates: HashMap::new(),
+            demand_dirty: false,
         }
     }
 
@@ -250,6 +258,7 @@ impl Engine {
         } else {
             self.paused.insert((pid, id));
         }
+        self.demand_dirty = true;
         Ok(())
     }
 
@@ -277,6 +286,7 @@ impl Engine {
         let t = self.router.track(id).expect("checked by subscribed_track");
         if rid == "auto" && !t.layers.is_empty() {
             self.pinned.remove(&(pid, id));
+            self.demand_dirty = true;
             match max_width {
                 Some(w) => self.max_width.insert((pid, id), w),
                 None => self.max_width.remove(&(pid, id)),
@@ -305,6 +315,7 @@ impl Engine {
             self.ask_keyframe(owner, mid, Some(rid), KeyframeRequestKind::Pli, now);
         }
         self.pinned.insert((pid, id));
+        self.demand_dirty = true;
         Ok(())
     }
 
@@ -372,6 +383,7 @@ impl Engine {
                 }
                 self.entries.insert(pid, entry);
                 self.by_key.insert(key, pid);
+                self.demand_dirty = true;
                 (pid, true)
             }
         };
@@ -459,6 +471,7 @@ impl Engine {
         for track in &gone {
             self.rates.forget(*track);
         }
+        self.demand_dirty = true;
         for peer in self.router_peers_of_room(&p.room) {
             // Unopened subscriptions to the removed tracks are dropped in negotiate.
             self.renegotiate.insert(peer);
@@ -560,6 +573,9 @@ impl Engine {
             self.next_allocation = now + ALLOCATION_INTERVAL;
             self.allocate_layers(now);
         }
+        if self.demand_dirty {
+            self.refresh_layer_demand(now);
+        }
         if now >= self.next_speaker_check {
             self.next_speaker_check = now + SPEAKER_INTERVAL;
             self.push_speakers(now);
@@ -589,11 +605,7 @@ impl Engine {
                 if t.layers.is_empty() || mid.is_none() || self.paused.contains(&(pid, t.id)) {
                     continue;
                 }
-                let layers: Vec<(Rid, u64)> = t
-                    .layers
-                    .iter()
-                    .filter_map(|r| Some((*r, self.rates.rate(t.id, *r, now)?)))
-                    .collect();
+                let layers = self.allocation_rates(t, now);
                 desired += layers.iter().map(|(_, rate)| *rate).max().unwrap_or(0);
                 if !self.pinned.contains(&(pid, t.id)) {
                     let widths: Vec<(Rid, Option<u32>)> = t
@@ -640,6 +652,7 @@ impl Engine {
                 }
             }
         }
+        self.demand_dirty = true;
     }
 
     /// Tells every publisher the most it may send per video track (REMB).
@@ -885,6 +898,7 @@ impl Engine {
                     .publish(pid, added.mid, added.kind, meta, layers)
                 {
                     Ok((track, subscribers)) => {
+                        self.demand_dirty = true;
                         for sub in subscribers {
                             if let Some(e) = self.entries.get_mut(&sub) {
                                 e.participant.outs.push(out_for(&self.router, track));
@@ -950,6 +964,7 @@ impl Engine {
                         Decision::Forward { switched } => {
                             if switched {
                                 self.metrics.layer_switches.fetch_add(1, Relaxed);
+                                self.demand_dirty = true;
                             }
                         }
                     }

@@ -16,6 +16,7 @@ pub mod config;
 mod engine;
 pub mod envelope;
 mod error;
+pub mod layer_demand;
 pub mod metrics;
 mod participant;
 pub mod policy;
@@ -81,6 +82,13 @@ pub enum Signal {
     ActiveSpeakers {
         room: Arc<str>,
         speakers: Vec<(String, i8)>,
+    },
+    /// To a publisher: send only the simulcast layers `active` (rids) of its track on
+    /// `mid`; the others are received by nobody. Sent when that set changes.
+    Layers {
+        room: Arc<str>,
+        mid: String,
+        active: Vec<String>,
     },
 }
 

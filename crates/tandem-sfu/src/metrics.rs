@@ -26,6 +26,8 @@ pub struct SfuMetrics {
     pub data_drops: AtomicU64,
     /// Simulcast layer switches done for a subscriber.
     pub layer_switches: AtomicU64,
+    /// Simulcast layers a publisher was told to stop sending (nobody received them).
+    pub layer_pauses: AtomicU64,
     /// Datagrams no participant accepted.
     pub unmatched_datagrams: AtomicU64,
     /// Datagrams dropped because the socket's send buffer was full.
@@ -69,6 +71,7 @@ impl SfuMetrics {
                 &self.keyframe_requests,
             ),
             ("tandem_sfu_layer_switches_total", &self.layer_switches),
+            ("tandem_sfu_layer_pauses_total", &self.layer_pauses),
             (
                 "tandem_sfu_data_messages_forwarded_total",
                 &self.data_messages_forwarded,

@@ -42,6 +42,8 @@ struct Member {
     closed: Option<&'static str>,
     speakers: Vec<(String, i8)>,
     speaker_pushes: usize,
+    /// `Signal::Layers` pushes: (mid, active rids).
+    layers: Vec<(String, Vec<String>)>,
 }
 
 impl Member {
@@ -55,6 +57,11 @@ impl Member {
         } else {
             peer.offer_receive_only()
         };
+        Self::join_offered(sfu, sid, peer, offer).await
+    }
+
+    /// Joins with an offer `peer` already made.
+    async fn join_offered(sfu: &Sfu, sid: &'static str, mut peer: Peer, offer: String) -> Member {
         let mut meta = HashMap::new();
         if let Some(v) = peer.video {
             meta.insert(
@@ -76,6 +83,7 @@ impl Member {
             closed: None,
             speakers: Vec::new(),
             speaker_pushes: 0,
+            layers: Vec::new(),
         }
     }
 
@@ -96,10 +104,15 @@ impl Member {
                     self.speakers = speakers;
                     self.speaker_pushes += 1;
                 }
+                Signal::Layers { mid, active, .. } => self.layers.push((mid, active)),
             }
         }
         if send && self.peer.connected {
-            self.peer.send_frames();
+            if self.peer.simulcast.is_empty() {
+                self.peer.send_frames();
+            } else {
+                self.peer.send_simulcast_frames();
+            }
         }
     }
 }
@@ -827,4 +840,76 @@ async fn bad_input_gets_typed_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, SfuError::NoPendingOffer(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_nobody_receives_are_paused_and_come_back_on_demand() {
+    let sfu = Sfu::start(config()).await.unwrap();
+    let mut peer = Peer::new(0xC1);
+    let offer = peer.offer_publish_simulcast(&["q", "h", "f"]);
+    let mut p = Member::join_offered(&sfu, "CP", peer, offer).await;
+    let mut s = Member::join(&sfu, "CS", 0xD2, false).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut p, &mut s],
+        Duration::from_secs(10),
+        true,
+        |m| m[1].peer.got_from(MediaKind::Video, 0xC1) >= 3 && !m[1].tracks.is_empty(),
+    )
+    .await;
+    assert!(ok, "the subscriber receives the simulcast track");
+    let track = s.tracks[0].clone();
+    assert_eq!(track.layers, ["q", "h", "f"]);
+    let mid = p.peer.video.unwrap().to_string();
+    let last = |m: &Member| m.layers.last().map(|(mid, a)| (mid.clone(), a.join(",")));
+
+    // Pinned to q: h and f go off once the track's warm-up is over.
+    sfu.select_layer("room", "CS", &track.id, "q", None)
+        .await
+        .unwrap();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut p, &mut s],
+        Duration::from_secs(10),
+        true,
+        |m| last(m[0]) == Some((mid.clone(), "q".into())),
+    )
+    .await;
+    assert!(ok, "publisher told to send only q: {:?}", p.layers);
+    assert!(sfu.metrics().layer_pauses.load(Relaxed) >= 2);
+
+    // The subscriber asks for f: it is enabled at once, q kept until the switch.
+    let asked = Instant::now();
+    sfu.select_layer("room", "CS", &track.id, "f", None)
+        .await
+        .unwrap();
+    let ok = run_until(
+        &sfu,
+        &mut [&mut p, &mut s],
+        Duration::from_secs(5),
+        true,
+        |m| last(m[0]).is_some_and(|(_, a)| a.contains('f')),
+    )
+    .await;
+    assert!(ok, "f enabled: {:?}", p.layers);
+    assert!(asked.elapsed() < Duration::from_secs(1), "not debounced");
+    let ok = run_until(
+        &sfu,
+        &mut [&mut p, &mut s],
+        Duration::from_secs(5),
+        true,
+        |m| last(m[0]) == Some((mid.clone(), "f".into())),
+    )
+    .await;
+    assert!(ok, "after the switch only f: {:?}", p.layers);
+    let frames = s.peer.frames_of(MediaKind::Video);
+    assert_eq!(frames.last().unwrap()[11], 2, "the subscriber gets f");
+
+    // Nobody receives the track any more: only the lowest layer stays on.
+    sfu.leave("room", "CS");
+    let ok = run_until(&sfu, &mut [&mut p], Duration::from_secs(5), true, |m| {
+        last(m[0]) == Some((mid.clone(), "q".into()))
+    })
+    .await;
+    assert!(ok, "no subscriber keeps q: {:?}", p.layers);
 }

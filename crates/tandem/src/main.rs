@@ -201,13 +201,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let (turn, ice_servers) = start_turn(&config).await?;
     let sfu_config = config.sfu.clone();
+    let sfu_auto = config.sfu_auto;
     let state = ServerState::new(config, ice_servers).context("cannot open the history store")?;
     if sfu_config.enabled {
-        let sfu = tandem_sfu::Sfu::start(sfu_config.clone())
-            .await
-            .with_context(|| format!("cannot start the SFU on udp {}", sfu_config.udp_bind))?;
-        println!("tandem sfu on udp {}", sfu.local_addr());
-        let _ = state.sfu.set(sfu);
+        match tandem_sfu::Sfu::start(sfu_config.clone()).await {
+            Ok(sfu) => {
+                println!("tandem sfu on udp {}", sfu.local_addr());
+                let _ = state.sfu.set(sfu);
+            }
+            Err(e) if sfu_auto => eprintln!(
+                "tandem: dev-mode SFU not started on udp {} ({e}); rooms stay in mesh mode. Set [sfu] to configure it",
+                sfu_config.udp_bind
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot start the SFU on udp {}", sfu_config.udp_bind)))
+            }
+        }
     }
     tracing::info!(%local, "listening");
     println!("tandem listening on {local}");

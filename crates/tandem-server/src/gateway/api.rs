@@ -235,9 +235,11 @@ pub struct DevTokenQuery {
     identity: String,
     room: Option<String>,
     name: Option<String>,
+    /// Lifetime in seconds (5 to 86 400; default one hour), e.g. to try token refresh.
+    ttl: Option<u64>,
 }
 
-/// Dev mode only: mints a one-hour token for the demo app.
+/// Dev mode only: mints a token (one hour unless `ttl` says otherwise) for the demo app.
 pub async fn dev_token(
     State(state): State<Arc<ServerState>>,
     Query(q): Query<DevTokenQuery>,
@@ -256,6 +258,14 @@ pub async fn dev_token(
         )
             .into());
     }
+    let ttl = q.ttl.unwrap_or(3600);
+    if !(5..=86_400).contains(&ttl) {
+        return Err((
+            ErrorCode::BadRequest,
+            "ttl must be 5 to 86400 seconds".to_string(),
+        )
+            .into());
+    }
     let (key, secret) = state
         .config
         .keys
@@ -266,7 +276,7 @@ pub async fn dev_token(
     let claims = Claims {
         iss: key.clone(),
         sub: q.identity.clone(),
-        exp: now + 3600,
+        exp: now + ttl,
         nbf: Some(now),
         iat: Some(now),
         name: q.name.or(Some(q.identity)),

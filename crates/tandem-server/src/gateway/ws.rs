@@ -179,6 +179,12 @@ async fn close(ws: &mut Socket, code: CloseCode) {
     .await;
 }
 
+/// The runtime instant of a Unix-seconds expiry.
+fn expiry_instant(exp_unix_secs: u64) -> Instant {
+    let left = exp_unix_secs.saturating_sub(crate::auth::now_secs());
+    Instant::now() + Duration::from_secs(left)
+}
+
 async fn run(state: Arc<ServerState>, mut ws: Socket) {
     METRICS.connections.fetch_add(1, Relaxed);
     METRICS.connections_total.fetch_add(1, Relaxed);
@@ -193,6 +199,10 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
     let mut out: Vec<Bytes> = Vec::new();
+    // Armed once authenticated, moved by `refresh`: the token's expiry ends the session.
+    let token_expiry = sleep(Duration::ZERO);
+    tokio::pin!(token_expiry);
+    let mut expires_at: Option<u64> = None;
 
     let close_code = loop {
         tokio::select! {
@@ -225,6 +235,15 @@ async fn run(state: Arc<ServerState>, mut ws: Socket) {
                 if let Err(code) = write(&mut ws, &mut out, &closer).await {
                     break code;
                 }
+                if session.expires_at() != expires_at {
+                    expires_at = session.expires_at();
+                    if let Some(exp) = expires_at {
+                        token_expiry.as_mut().reset(expiry_instant(exp));
+                    }
+                }
+            }
+            _ = &mut token_expiry, if expires_at.is_some() => {
+                break Some(CloseCode::TokenExpired);
             }
             item = rx.recv() => {
                 let Some(item) = item else { break None };

@@ -62,6 +62,8 @@ pub struct Peer {
     tcp_only: bool,
     tcp: Option<(SocketAddr, TcpStream)>,
     tcp_buf: Vec<u8>,
+    /// Simulcast layers the video track sends, lowest first (empty: not simulcast).
+    pub simulcast: Vec<str0m::media::Rid>,
 }
 
 /// The address an active ICE-TCP candidate announces (port 9, RFC 6544).
@@ -99,6 +101,7 @@ impl Peer {
             tcp_only: false,
             tcp: None,
             tcp_buf: Vec::new(),
+            simulcast: Vec::new(),
         }
     }
 
@@ -195,6 +198,27 @@ impl Peer {
         let (offer, pending) = api.apply().expect("changes");
         self.audio = Some(audio);
         self.video = Some(video);
+        self.pending = Some(pending);
+        offer.to_sdp_string()
+    }
+
+    /// An offer that publishes one VP8 track in simulcast layers `rids` (lowest first).
+    pub fn offer_publish_simulcast(&mut self, rids: &[&str]) -> String {
+        let mut simulcast = str0m::media::Simulcast::new();
+        for rid in rids {
+            simulcast.add_send_layer(str0m::media::SimulcastLayer::new(rid));
+        }
+        let mut api = self.rtc.sdp_api();
+        let video = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            None,
+            None,
+            Some(simulcast),
+        );
+        let (offer, pending) = api.apply().expect("changes");
+        self.video = Some(video);
+        self.simulcast = rids.iter().map(|r| str0m::media::Rid::from(*r)).collect();
         self.pending = Some(pending);
         offer.to_sdp_string()
     }
@@ -354,6 +378,29 @@ impl Peer {
             } else {
                 MediaTime::from_90khz(ticks)
             };
+            writer.write(pt, now, time, data).expect("write ok");
+        }
+        self.poll();
+    }
+
+    /// Sends one VP8 keyframe per simulcast layer, each announcing its own width
+    /// (160 doubled per layer) and carrying the layer's index after the tag.
+    pub fn send_simulcast_frames(&mut self) {
+        let Some(mid) = self.video else { return };
+        self.frame += 1;
+        let now = Instant::now();
+        let time = MediaTime::from_90khz((now - self.start).as_micros() as u64 * 9 / 100);
+        for (i, rid) in self.simulcast.clone().into_iter().enumerate() {
+            let mut data = vp8_frame(self.tag, self.frame);
+            let width = 160u16 << (i + 1);
+            data[6..8].copy_from_slice(&width.to_le_bytes());
+            data.insert(11, i as u8);
+            let writer = self.rtc.writer(mid).expect("video writer").rid(rid);
+            let pt = writer
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .map(|p| p.pt())
+                .expect("VP8 negotiated");
             writer.write(pt, now, time, data).expect("write ok");
         }
         self.poll();

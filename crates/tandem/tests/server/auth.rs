@@ -230,3 +230,47 @@ async fn channel_grants() {
     }
     assert_alive(&c).await;
 }
+
+/// A session ends when its token expires (close 4002 `token_expired`, after a
+/// `disconnect` push) unless the client sends `refresh` with a new token for the same
+/// identity first; a refresh for someone else or with a bad token is refused and the
+/// session goes on.
+#[tokio::test]
+async fn tokens_expire_unless_refreshed() {
+    let server = Server::start("");
+    // Expiry has one-second resolution: 2 s leaves at least 1 s.
+    let (lapsing, mut lapsing_events, welcome) =
+        Client::connect(&server.url(), &token_with("lapse", room_grants(), 2))
+            .await
+            .unwrap();
+    let now = tandem_server::auth::now_secs();
+    assert!((now + 1..=now + 2).contains(&welcome.expires_at));
+    let (renewing, _renewing_events, _) =
+        Client::connect(&server.url(), &token_with("renew", room_grants(), 2))
+            .await
+            .unwrap();
+
+    let wrong = renewing
+        .refresh(&token("someone-else", room_grants()))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Some(ErrorCode::Forbidden));
+    let expired = renewing
+        .refresh(&token_with("renew", room_grants(), -10))
+        .await
+        .unwrap_err();
+    assert_eq!(expired.code(), Some(ErrorCode::TokenExpired));
+    let refreshed = renewing
+        .refresh(&token_with("renew", room_grants(), 3600))
+        .await
+        .unwrap();
+    assert!(refreshed.expires_at >= now + 3599);
+
+    let notice = expect_push(&mut lapsing_events, "disconnect").await;
+    assert_eq!(notice["code"], 4002);
+    assert_eq!(expect_closed(&mut lapsing_events).await, Some(4002));
+    assert!(lapsing.request("ping", json!(null)).await.is_err());
+    // Well past the first token's expiry, the refreshed session still works.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_alive(&renewing).await;
+}

@@ -103,7 +103,7 @@ async fn without_turn_the_welcome_has_no_ice_servers() {
 }
 
 /// Dev mode starts STUN/TURN on the server's own address, port 3478, and the welcome
-/// carries working REST credentials for it.
+/// carries working REST credentials for it; it also starts the SFU.
 #[tokio::test]
 async fn dev_mode_starts_turn_and_hands_out_credentials() {
     let server = Server::start("#dev");
@@ -138,4 +138,11 @@ async fn dev_mode_starts_turn_and_hands_out_credentials() {
         .output()
         .expect("turnutils_stunclient (apt-get install coturn)");
     assert!(String::from_utf8_lossy(&out.stdout).contains("reflexive addr: 127.0.0.1"));
+    // …and the SFU, so that the demo app's growing rooms move to it.
+    let (status, metrics) = server.http("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tandem_sfu_participants"),
+        "dev mode runs the SFU"
+    );
 }
