@@ -33,6 +33,16 @@ pub struct SfuConfig {
     pub max_video_bitrate_kbps: u64,
     /// Largest data channel message relayed to the room; larger ones are dropped.
     pub max_data_message_bytes: usize,
+    /// Kernel receive and send buffer of the UDP socket, in bytes (capped by
+    /// `net.core.rmem_max` / `wmem_max`; a warning at start says when). One socket
+    /// carries everyone's traffic: a small buffer overflows while the SFU forwards a
+    /// frame to many subscribers. Drops: `tandem_sfu_udp_receive_drops_total`.
+    pub udp_buffer_bytes: usize,
+    /// Longest a packet may wait in a subscriber's send queue, in milliseconds; while
+    /// one waits longer, frames for that subscriber are dropped (video until the next
+    /// keyframe) and counted in `tandem_sfu_media_drops_total`. Bounds the memory a
+    /// subscriber the SFU cannot serve fast enough can take.
+    pub max_send_queue_ms: u64,
     /// Room media policy: `mesh`, `sfu` or `auto` (mesh until the room grows).
     pub policy: PolicyKind,
     /// `auto`: a room with more participants than this moves to the SFU.
@@ -55,6 +65,8 @@ impl Default for SfuConfig {
             keyframe_request_interval_ms: 500,
             max_data_message_bytes: 64 * 1024,
             max_video_bitrate_kbps: 2500,
+            udp_buffer_bytes: 4 * 1024 * 1024,
+            max_send_queue_ms: 1000,
             policy: PolicyKind::Auto,
             auto_sfu_above: 4,
             auto_mesh_at_or_below: 2,
@@ -76,6 +88,9 @@ impl SfuConfig {
         }
         if self.max_sdp_bytes < 1024 {
             return Err("sfu.max_sdp_bytes must be at least 1024".into());
+        }
+        if self.max_send_queue_ms < 100 {
+            return Err("sfu.max_send_queue_ms must be at least 100".into());
         }
         if self.max_video_bitrate_kbps < 30 {
             return Err("sfu.max_video_bitrate_kbps must be at least 30".into());

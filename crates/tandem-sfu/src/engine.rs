@@ -5,7 +5,7 @@
 use crate::allocation::{allocate, cap_by_width, LayerRates, TrackLayers};
 use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
-use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
+use crate::participant::{Ended, Out, OutState, Participant, RtcParams, Written};
 use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
 use crate::sdp::{parse_answer, parse_offer};
 use crate::simulcast::{Decision, LayerSelector};
@@ -48,6 +48,9 @@ pub struct Engine {
     renegotiate: BTreeSet<Pid>,
     /// Simulcast layer choice per (subscriber, track).
     layers: HashMap<(Pid, TrackId), LayerSelector>,
+    /// (subscriber, video track) pairs that dropped a frame (send queue over
+    /// `max_send_queue_ms`) and wait for a keyframe before forwarding again.
+    resync: HashSet<(Pid, TrackId)>,
     /// (subscriber, track) pairs the subscriber turned off.
     paused: HashSet<(Pid, TrackId)>,
     /// (subscriber, track) pairs whose layer the subscriber chose (no automatic choice).
@@ -90,6 +93,7 @@ impl Engine {
             dirty: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
             layers: HashMap::new(),
+            resync: HashSet::new(),
             paused: HashSet::new(),
             pinned: HashSet::new(),
             max_width: HashMap::new(),
@@ -417,10 +421,22 @@ impl Engine {
         let entry = self.entries.get_mut(&pid).expect("keyed entry exists");
         let result = entry.participant.accept_answer(revision, answer);
         if result.is_ok() {
-            for out in &entry.participant.outs {
-                if let OutState::Open(mid) = out.state {
-                    self.router.bind(pid, out.track, mid);
-                }
+            let open: Vec<(TrackId, str0m::media::Mid)> = entry
+                .participant
+                .outs
+                .iter()
+                .filter_map(|o| match o.state {
+                    OutState::Open(mid) => Some((o.track, mid)),
+                    _ => None,
+                })
+                .collect();
+            for (track, mid) in open {
+                self.router.bind(pid, track, mid);
+                let simulcast = self
+                    .router
+                    .track(track)
+                    .is_some_and(|t| !t.layers.is_empty());
+                entry.participant.set_paced(mid, simulcast);
             }
         }
         self.dirty.insert(pid);
@@ -445,6 +461,8 @@ impl Engine {
         self.layers
             .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         self.paused
+            .retain(|(sub, track)| *sub != pid && !gone.contains(track));
+        self.resync
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
         self.pinned
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
@@ -923,6 +941,12 @@ impl Engine {
                     }
                 }
                 let mut want_layer: Option<Rid> = None;
+                let mut resync_layer: Option<Option<Rid>> = None;
+                let max_queue = Duration::from_millis(self.config.max_send_queue_ms);
+                let is_video = self
+                    .router
+                    .track(track)
+                    .is_some_and(|t| t.kind == MediaKind::Video);
                 for (sub, mid) in routes {
                     if self.paused.contains(&(sub, track)) {
                         continue;
@@ -944,21 +968,46 @@ impl Engine {
                             }
                         }
                     }
-                    if let Some(e) = self.entries.get_mut(&sub) {
-                        if e.participant.write(mid, &data) {
+                    // After a dropped video frame the subscriber's decoder needs a
+                    // keyframe; what comes before it would not decode.
+                    if self.resync.contains(&(sub, track)) {
+                        if !keyframe {
+                            self.metrics.media_drops.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                        self.resync.remove(&(sub, track));
+                    }
+                    let Some(e) = self.entries.get_mut(&sub) else {
+                        continue;
+                    };
+                    match e.participant.write(mid, &data, max_queue, now) {
+                        Written::Yes => {
                             self.metrics.frames_forwarded.fetch_add(1, Relaxed);
                             self.metrics
                                 .frame_bytes_forwarded
                                 .fetch_add(data.data.len() as u64, Relaxed);
                             self.dirty.insert(sub);
                         }
+                        Written::Dropped => {
+                            self.metrics.media_drops.fetch_add(1, Relaxed);
+                            self.dirty.insert(sub);
+                            if is_video {
+                                self.resync.insert((sub, track));
+                                resync_layer = Some(data.rid);
+                            }
+                        }
+                        Written::NotOpen => {}
                     }
+                }
+                if let Some(rid) = resync_layer {
+                    self.ask_keyframe(pid, data.mid, rid, KeyframeRequestKind::Pli, now);
                 }
                 if let Some(rid) = want_layer {
                     // A subscriber waits for this layer's keyframe to switch.
                     self.ask_keyframe(pid, data.mid, Some(rid), KeyframeRequestKind::Pli, now);
                 }
                 if !data.contiguous {
+                    self.metrics.frames_discontinuous.fetch_add(1, Relaxed);
                     self.ask_keyframe(pid, data.mid, data.rid, KeyframeRequestKind::Pli, now);
                 }
             }

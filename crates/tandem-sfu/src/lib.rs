@@ -23,6 +23,7 @@ pub mod policy;
 pub mod router;
 pub mod sdp;
 pub mod simulcast;
+mod sockbuf;
 pub mod speakers;
 mod tcp;
 mod udp;
@@ -160,6 +161,15 @@ impl Sfu {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let socket = tokio::net::UdpSocket::bind(config.udp_bind).await?;
         let local_addr = socket.local_addr()?;
+        let (rcvbuf, sndbuf) = sockbuf::configure(&socket, config.udp_buffer_bytes);
+        if rcvbuf < config.udp_buffer_bytes {
+            tracing::warn!(
+                "sfu: UDP receive buffer is {rcvbuf} bytes, not the {} asked for \
+                 (raise net.core.rmem_max); datagrams may be dropped under load",
+                config.udp_buffer_bytes
+            );
+        }
+        tracing::debug!(rcvbuf, sndbuf, "sfu udp socket buffers");
         let candidates: Vec<SocketAddr> = config
             .candidate_ips(local_addr)
             .into_iter()
@@ -172,6 +182,7 @@ impl Sfu {
             );
         }
         let metrics = Arc::new(SfuMetrics::default());
+        let _ = metrics.udp_local.set(local_addr);
         let policy = Arc::new(policy::RoomPolicy::new(
             config.policy,
             config.auto_sfu_above,

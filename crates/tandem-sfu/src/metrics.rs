@@ -35,6 +35,14 @@ pub struct SfuMetrics {
     /// `Rtc` calls that panicked (the participant is dropped, the SFU goes on).
     pub panics: AtomicU64,
     pub connect_timeouts: AtomicU64,
+    /// Incoming frames that str0m delivered after dropping earlier ones it could not
+    /// complete (packets lost between publisher and SFU, not repaired in time).
+    pub frames_discontinuous: AtomicU64,
+    /// Frames not forwarded to a subscriber because its send queue was over
+    /// `max_send_queue_ms` (and, for video, the frames after it until a keyframe).
+    pub media_drops: AtomicU64,
+    /// The SFU's UDP socket, whose kernel drops (full receive buffer) are rendered.
+    pub udp_local: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl SfuMetrics {
@@ -80,9 +88,22 @@ impl SfuMetrics {
             ("tandem_sfu_send_drops_total", &self.send_drops),
             ("tandem_sfu_panics_total", &self.panics),
             ("tandem_sfu_connect_timeouts_total", &self.connect_timeouts),
+            ("tandem_sfu_media_drops_total", &self.media_drops),
+            (
+                "tandem_sfu_frames_discontinuous_total",
+                &self.frames_discontinuous,
+            ),
         ];
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
+        if let Some(drops) = self
+            .udp_local
+            .get()
+            .and_then(|a| crate::sockbuf::kernel_drops(*a))
+        {
+            let name = "tandem_sfu_udp_receive_drops_total";
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {drops}");
         }
     }
 }

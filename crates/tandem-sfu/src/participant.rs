@@ -48,6 +48,16 @@ impl Ended {
     }
 }
 
+/// What became of a frame written toward a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// The subscriber's send queue is over its limit (or str0m refused the frame).
+    Dropped,
+    /// No usable sender on that m-line (yet).
+    NotOpen,
+}
+
 /// Negotiation state of one outgoing m-line carrying another participant's track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutState {
@@ -367,26 +377,43 @@ impl Participant {
         events
     }
 
-    /// Sends a frame from another participant on the outgoing m-line `mid`.
-    pub fn write(&mut self, mid: Mid, data: &MediaData) -> bool {
+    /// Sends a frame from another participant on the outgoing m-line `mid`, unless
+    /// that m-line's send queue already holds a packet older than `max_queue` (or
+    /// str0m's own limit of frames waiting to be packetized is reached): then the frame
+    /// is dropped, so a subscriber the SFU cannot serve fast enough costs a bounded
+    /// amount of memory instead of an ever longer queue.
+    pub fn write(
+        &mut self,
+        mid: Mid,
+        data: &MediaData,
+        max_queue: Duration,
+        now: Instant,
+    ) -> Written {
         let written = self.guard(|rtc| {
+            let backlog = rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .and_then(|s| s.queue_info().and_then(|q| q.first_unsent()));
+            if backlog.is_some_and(|t| now.saturating_duration_since(t) > max_queue) {
+                return Ok(Written::Dropped);
+            }
             let Some(writer) = rtc.writer(mid) else {
-                return Ok(false);
+                return Ok(Written::NotOpen);
             };
             let Some(pt) = writer.match_params(data.params) else {
-                return Ok(false);
+                return Ok(Written::NotOpen);
             };
             writer
                 .write(pt, data.network_time, data.time, data.data.clone())
-                .map(|()| true)
+                .map(|()| Written::Yes)
         });
         match written {
-            Some(Ok(ok)) => ok,
+            Some(Ok(w)) => w,
             Some(Err(e)) => {
                 tracing::debug!(pid = self.pid, error = %e, "write failed");
-                false
+                Written::Dropped
             }
-            None => false,
+            None => Written::NotOpen,
         }
     }
 
@@ -439,6 +466,20 @@ impl Participant {
             any
         });
         sent == Some(true)
+    }
+
+    /// Whether the pacer holds the outgoing m-line `mid` to the bandwidth estimate.
+    /// Only media the SFU can adapt to the estimate (a simulcast layer choice) should
+    /// be paced: pacing a track of fixed bitrate below that bitrate only queues it
+    /// (latency, memory) until str0m's pacer drains the backlog in a burst.
+    pub fn set_paced(&mut self, mid: Mid, paced: bool) -> bool {
+        let set = self.guard(|rtc| {
+            rtc.direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.set_unpaced(!paced))
+                .is_some()
+        });
+        set == Some(true)
     }
 
     /// Tells the bandwidth estimator how much it should try to discover.

@@ -61,11 +61,12 @@ fn assert_forwarded(r: &Value, subscribers: f64) {
         per_subscriber > 100.0,
         "{server}: {per_subscriber} pkt/s each: {r}"
     );
-    // Loss counts media bytes missing against what the publisher wrote. Tandem's SFU
-    // delivers only ≈ 82 % of them today (docs/benchmarks.md, SFU section: a known
-    // shortfall under investigation); tighten to 1 % once that is fixed.
+    // Loss counts media bytes missing against what the publisher wrote (and sequence
+    // gaps). Forwarding must not drop or hold back media: a track paced below its
+    // bitrate, or frames dropped by the SFU, show here. The 2 % leaves room for the
+    // window edges (publisher and subscribers are reset a moment apart).
     let loss = r["loss_max_percent"].as_f64().unwrap();
-    assert!(loss < 30.0, "{server}: loss {loss} %: {r}");
+    assert!(loss < 2.0, "{server}: loss {loss} %: {r}");
 }
 
 #[test]

@@ -108,7 +108,10 @@ pub async fn run(args: SfuArgs) -> Result<()> {
         );
         let fleet = fleet(&args, [127, 0, 0, 1].into())?;
         let call = tandem::call(&server, &fleet, args.publishers, args.subscribers).await?;
+        let before = tandem::sfu_counters(&server).await.unwrap_or_default();
         outcomes.push(measure("tandem", server.pid(), &call, &args).await?);
+        let after = tandem::sfu_counters(&server).await.unwrap_or_default();
+        print_counters(&before, &after);
     }
     if args.janus == JanusMode::On {
         let ip = match args.janus_ip {
@@ -216,6 +219,28 @@ fn loss_of(r: &PeerReport, published_media_bytes: u64) -> f64 {
     let bytes = published_media_bytes.saturating_sub(r.received_bytes) as f64 * 100.0
         / published_media_bytes.max(1) as f64;
     gaps.max(bytes)
+}
+
+/// The SFU counters that moved between the two readings (set-up, warm-up and the
+/// measurement), the media ones first: where packets were lost or dropped, if any.
+fn print_counters(before: &[(String, u64)], after: &[(String, u64)]) {
+    let moved: Vec<String> = after
+        .iter()
+        .filter_map(|(name, v)| {
+            let old = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, o)| *o);
+            let name = name.strip_prefix("tandem_sfu_")?.strip_suffix("_total")?;
+            (*v > old).then(|| format!("{name} {}", v - old))
+        })
+        .collect();
+    if !moved.is_empty() {
+        println!(
+            "tandem sfu counters since the call was set up: {}",
+            moved.join(", ")
+        );
+    }
 }
 
 fn print_table(outcomes: &[Outcome], args: &SfuArgs) {

@@ -115,3 +115,24 @@ async fn answer_offer(client: &Client, peer: &PeerHandle, push: &Value) -> Resul
         .await?;
     Ok(())
 }
+
+/// Tandem's own SFU counters (`tandem_sfu_*_total` on `/metrics`), to tell where
+/// media went missing: dropped by the SFU, never complete on arrival, not sent.
+pub async fn sfu_counters(server: &ServerProcess) -> Result<Vec<(String, u64)>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("tandem_sfu_") && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            name.ends_with("_total")
+                .then(|| Some((name.to_string(), value.trim().parse().ok()?)))?
+        })
+        .collect())
+}
