@@ -12,8 +12,9 @@ after(async () => browser?.close());
 test('messages sent while a client is cut off all arrive once, in order', async () => {
   const room = roomName('reconnect');
   const alice = await sdkPeer(browser, 'alice', room);
-  // Bob waits 0.75–1.5 s before reconnecting, so Alice's burst lands in the gap.
-  const bob = await sdkPeer(browser, 'bob', room, { backoff: { min: 1500, max: 1500 } });
+  // Bob waits 2–4 s before reconnecting, so Alice's burst lands in the gap even on a
+  // loaded machine (16 acknowledged publishes took over 1.5 s under load).
+  const bob = await sdkPeer(browser, 'bob', room, { backoff: { min: 4000, max: 4000 } });
   await bob.evaluate(async () => {
     window.got = [];
     window.states = [];
