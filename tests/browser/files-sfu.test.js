@@ -92,10 +92,13 @@ async function delivered(from, to, name, size, seed, fromId) {
 test('files go peer to peer in SFU mode and across mesh ↔ SFU migrations', async () => {
   const room = roomName('files-sfu');
   const ids = ['a0', 'a1', 'a2', 'a3', 'a4'];
+  // Data-only pages, but a0 and a1 send audio: the connection that becomes the mesh
+  // one must carry media again.
   const opts = { call: { audio: false, video: false, fileIdleMs: IDLE_MS } };
+  const withAudio = { call: { ...opts.call, audio: true } };
   const pages = {};
   for (const id of ids.slice(0, 4)) {
-    pages[id] = await sdkPeer(browser, id, room, opts);
+    pages[id] = await sdkPeer(browser, id, room, id === 'a0' || id === 'a1' ? withAudio : opts);
     await install(pages[id]);
   }
   const { a0, a1, a2, a3 } = pages;
@@ -171,6 +174,17 @@ test('files go peer to peer in SFU mode and across mesh ↔ SFU migrations', asy
   assert.deepEqual(upgraded, { same: true, via: 'mesh' });
   await a0.evaluate(() => window.gates['upgrading.bin']());
   await delivered(a0, a1, 'upgrading.bin', big, 4, 'a0');
+  // a0's audio reaches a1 over that connection.
+  const audioIn = () =>
+    a1.evaluate(async () => {
+      const p = window.call.peers.get('a0');
+      if (p?.via !== 'mesh' || !p.streams.get('camera')?.getAudioTracks().length) return 0;
+      let n = 0;
+      for (const s of (await p.pc.getStats()).values()) if (s.type === 'inbound-rtp' && s.kind === 'audio') n += s.packetsReceived || 0;
+      return n;
+    });
+  const first = await until(audioIn, { what: "a0's audio over the mesh connection", timeout: 20000 });
+  await until(async () => (await audioIn()) > first + 10, { what: "a0's audio to keep flowing" });
   // Mesh room data over that connection.
   await a1.evaluate(() => {
     window.gotData = [];
