@@ -6,6 +6,8 @@
 //   - in SFU mode files open side connections (both ways of opening one: a direct
 //     offer, and a `hello` to an impolite peer), arrive intact (SHA-256), report
 //     progress, and add nothing to the SFU's data counters;
+//   - typed errors: `participant_not_found` for nobody, `transfer_failed` at once for
+//     someone in the room but not in a call;
 //   - idle side connections close; a side connection carrying a file when the room
 //     moves back to mesh becomes the mesh connection and the file completes.
 import { test, before, after } from 'node:test';
@@ -158,6 +160,18 @@ test('files go peer to peer in SFU mode and across mesh ↔ SFU migrations', asy
     }
   });
   assert.equal(bad, 'participant_not_found');
+  // Someone in the room but not in a call answers `nocall`: the file fails at once.
+  const bystander = await sdkPeer(browser, 'a5', room, {});
+  const refused = await a0.evaluate(async () => {
+    const t = window.call.sendFile('a5', new Blob([new Uint8Array(1000)]));
+    const t0 = performance.now();
+    const code = await t.promise.then(() => 'done', (err) => err.code);
+    return { code, ms: performance.now() - t0, peer: window.call.peers.has('a5') };
+  });
+  assert.equal(refused.code, 'transfer_failed');
+  assert.ok(refused.ms < 5000, `failed after ${refused.ms} ms`);
+  assert.equal(refused.peer, false, 'no Peer left behind');
+  await bystander.context().close();
 
   // 3. Back to mesh with a file in flight on a side connection: it becomes the mesh one.
   await a0.evaluate((size) => window.send('a1', 'upgrading.bin', size, 4, { gated: true }), big);
