@@ -11,7 +11,8 @@ import { launch, newPage, until, roomName, ARTIFACTS } from './lib.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = process.env.TANDEM_BIN || path.join(ROOT, 'target/debug/tandem');
-const PORT = Number(process.env.TANDEM_PROD_PORT || 7882);
+// Not 7882: the dev server of this suite runs its SFU (UDP and ICE-TCP) there.
+const PORT = Number(process.env.TANDEM_PROD_PORT || 7890);
 const KEYS = 'prodkey:0123456789abcdef0123456789abcdef-prod';
 let browser;
 let server;
