@@ -457,7 +457,10 @@ mod tests {
             env(&[("TANDEM_KEYS", &format!("k1:{secret}"))]),
         )
         .unwrap();
-        assert!(!production.sfu.enabled, "outside dev mode the operator turns it on");
+        assert!(
+            !production.sfu.enabled,
+            "outside dev mode the operator turns it on"
+        );
     }
 
     #[test]
