@@ -3,26 +3,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { launch, sdkPeer, until, roomName } from './lib.js';
+import { launch, sdkPeer, until, roomName, makeBytes } from './lib.js';
 
 let browser;
 before(async () => (browser = await launch()));
 after(async () => browser?.close());
-
-/** Deterministic pseudo-random bytes (same in Node and in the page). */
-function makeBytes(n, seed) {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 test('a 5 MiB file arrives over a data channel with a matching SHA-256', async () => {
   const room = roomName('files');

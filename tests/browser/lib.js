@@ -148,3 +148,21 @@ export async function sdkPeer(browser, identity, room, { call = null, backoff = 
   );
   return page;
 }
+
+/**
+ * Deterministic pseudo-random bytes (xorshift32), the same in Node and in a page
+ * (pass `makeBytes.toString()` and rebuild it there).
+ */
+export function makeBytes(n, seed) {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}

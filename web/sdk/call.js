@@ -5,7 +5,8 @@
 // channel for room data, file transfer and per-peer stats. In SFU mode the media goes
 // through the server's SFU (`sfu.js`); the room's `media_mode` pushes switch between
 // the two, and remote tracks reach the app through the same Peer objects and events
-// whichever path carries them (see "Migration" below).
+// whichever path carries them (see "Migration" below). Files always go peer to peer:
+// in SFU mode over a data-only side connection (see "Files in SFU mode" below).
 
 import { Emitter } from './emitter.js';
 import { TandemError } from './errors.js';
@@ -32,6 +33,11 @@ export class Peer extends Emitter {
   /** Latest stats summary (see stats.js), refreshed every `statsInterval`. */
   stats = null;
   closed = false;
+  /**
+   * True while `pc` is a data-only side connection for files in SFU mode (the media
+   * comes through the SFU); it becomes the mesh connection if the room goes back.
+   */
+  side = false;
 
   constructor(identity, sid, polite) {
     super();
@@ -44,6 +50,8 @@ export class Peer extends Emitter {
     this.sfuStreams = new Map(); // 'camera' | 'screen' → MediaStream built from SFU tracks
     /** Requested video width per source (`setVideoSize`), re-applied to new SFU tracks. */
     this.videoSize = new Map();
+    /** File transfers in flight over `pc`, either way (they keep a side connection open). */
+    this.transfers = new Set();
     this._resetMesh();
   }
 
@@ -63,17 +71,25 @@ export class Peer extends Emitter {
     this.lossyDc = null;
     this.screenSenders = [];
     this.meshStreams = new Map();
+    this.side = false;
+    /** Side connection: remote tracks and media state held until it becomes the mesh one. */
+    this.sideTracks = [];
+    this.sideMedia = null;
     clearTimeout(this.graceTimer);
     clearTimeout(this.restartTimer);
     clearTimeout(this.stuckTimer);
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.connectTimer);
     this.graceTimer = null;
     this.restartTimer = null;
     this.stuckTimer = null;
+    this.idleTimer = null;
+    this.connectTimer = null;
   }
 
   /** `mesh` or `sfu`: the path this participant's media currently arrives on. */
   get via() {
-    return this.pc ? 'mesh' : 'sfu';
+    return this.pc && !this.side ? 'mesh' : 'sfu';
   }
 
   get connectionState() {
@@ -135,6 +151,8 @@ export class Call extends Emitter {
       iceRestartDelayMs: 2500,
       simulcast: true,
       migrationTimeoutMs: 8000,
+      fileIdleMs: 15000,
+      fileConnectTimeoutMs: 15000,
       ...opts,
     };
   }
@@ -184,14 +202,14 @@ export class Call extends Emitter {
       for (const track of this.localStream.getTracks()) {
         // Peers created by offers that arrived while the devices were starting.
         for (const peer of this.peers.values()) {
-          if (!peer.closed && !peer.pc.getSenders().some((s) => s.track === track)) peer.pc.addTrack(track, this.localStream);
+          if (!peer.closed && peer.pc && !peer.side && !peer.pc.getSenders().some((s) => s.track === track)) peer.pc.addTrack(track, this.localStream);
         }
         this.emit('localTrack', { track, stream: this.localStream, source: track.kind === 'audio' ? 'microphone' : 'camera' });
       }
     }
     if (room.mediaMode === 'sfu') {
       this.#mode = 'sfu';
-      for (const sig of this.#early.splice(0)) this.#parkSignal(sig);
+      for (const sig of this.#early.splice(0)) this.#onSignal(sig);
       this.#startSfu();
     } else {
       this.#startMesh();
@@ -232,7 +250,7 @@ export class Call extends Emitter {
     for (const track of stream.getTracks()) {
       track.addEventListener('ended', () => this.stopScreenShare());
       for (const peer of this.peers.values()) {
-        if (!peer.closed && peer.pc) peer.screenSenders.push(peer.pc.addTrack(track, stream));
+        if (!peer.closed && peer.pc && !peer.side) peer.screenSenders.push(peer.pc.addTrack(track, stream));
       }
       this.#leg?.addTrack(track, stream, 'screen').catch((err) => this.emit('mediaError', err));
       this.emit('localTrack', { track, stream, source: 'screen' });
@@ -288,14 +306,23 @@ export class Call extends Emitter {
   }
 
   /**
-   * Send a file (File or Blob) to one participant (identity or Participant).
-   * Returns a FileTransfer (progress/done/cancelled/error events, `promise`, `cancel()`).
+   * Send a file (File or Blob) to one participant (identity or Participant), always
+   * peer to peer: over the mesh connection, or in SFU mode over a data-only side
+   * connection opened (or reused) for it. Returns a FileTransfer
+   * (progress/done/cancelled/error events, `promise`, `cancel()`).
    */
   sendFile(to, file, opts = {}) {
-    const identity = typeof to === 'string' ? to : to.identity;
-    const peer = this.peers.get(identity);
-    if (!peer || peer.closed || !peer.pc) throw new TandemError('participant_not_found', `no peer-to-peer connection to '${identity}'${this.#mode === 'sfu' ? ' (the call is in SFU mode)' : ''}`);
-    return sendFile(peer.pc, peer, file, opts);
+    const identity = typeof to === 'string' ? to : to?.identity;
+    if (!file || typeof file.size !== 'number' || typeof file.slice !== 'function') throw new TandemError('bad_argument', 'sendFile needs a File or Blob');
+    let peer = this.peers.get(identity);
+    if (!peer || peer.closed || !peer.pc) {
+      const p = this.#room.participantByIdentity(identity);
+      if (this.closed || this.#mode !== 'sfu' || !p || p.isLocal) throw new TandemError('participant_not_found', `no peer-to-peer connection to '${identity}'`);
+      peer = this.#openSide(p);
+    }
+    const transfer = sendFile(peer.pc, peer, file, opts);
+    this.#trackTransfer(peer, transfer);
+    return transfer;
   }
 
   /**
@@ -315,7 +342,7 @@ export class Call extends Emitter {
       [...this.peers.values()].map(async (peer) => {
         if (peer.closed) return;
         try {
-          if (!peer.pc) {
+          if (!peer.pc || (peer.side && sfu)) {
             if (!sfu) return;
             peer.stats = sfu;
             out.set(peer.identity, sfu);
@@ -378,7 +405,7 @@ export class Call extends Emitter {
     const track = stream.getTracks()[0];
     if (!this.localStream) this.localStream = new MediaStream();
     this.localStream.addTrack(track);
-    for (const peer of this.peers.values()) if (!peer.closed && peer.pc) peer.pc.addTrack(track, this.localStream);
+    for (const peer of this.peers.values()) if (!peer.closed && peer.pc && !peer.side) peer.pc.addTrack(track, this.localStream);
     await this.#leg?.addTrack(track, this.localStream, kind === 'audio' ? 'microphone' : 'camera');
     this.emit('localTrack', { track, stream: this.localStream, source: kind === 'audio' ? 'microphone' : 'camera' });
     return track;
@@ -433,6 +460,8 @@ export class Call extends Emitter {
     peer._resetMesh();
     const pc = new RTCPeerConnection({ ...this.#opts.rtcConfig, iceServers: this.#iceServers() });
     peer.pc = pc;
+    // Opened in SFU mode, it only carries files (see "Files in SFU mode").
+    peer.side = this.#mode === 'sfu';
 
     // Room data: negotiated channels per peer, present in the very first offer.
     peer.dc = pc.createDataChannel('tandem', { negotiated: true, id: 0, ordered: true });
@@ -441,15 +470,20 @@ export class Call extends Emitter {
       dc.binaryType = 'arraybuffer';
       dc.onmessage = (ev) => peer.pc === pc && this.#onData(peer, peer.identity, ev.data, dc === peer.lossyDc);
     }
-    peer.dc.onopen = () => this.#signal(peer, { media: this.#mediaState(), sources: this.#sources() });
+    peer.dc.onopen = () => !peer.side && this.#signal(peer, { media: this.#mediaState(), sources: this.#sources() });
     peer.dc.onclose = () => {
-      // The remote closed its connection (tab closed, left): no need to wait for
-      // the ICE timeout when it is also gone from the room.
-      if (!peer.sid && peer.pc === pc) this.#closePeer(peer);
+      // The remote closed its connection (tab closed, left, side connection idle): no
+      // need to wait for the ICE timeout when it is also gone from the room.
+      if (peer.pc !== pc) return;
+      if (peer.side) this.#dropSide(peer, 'the peer-to-peer connection closed');
+      else if (!peer.sid) this.#closePeer(peer);
     };
 
-    if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
-    if (this.screenStream) for (const t of this.screenStream.getTracks()) peer.screenSenders.push(pc.addTrack(t, this.screenStream));
+    if (peer.side) this.#watchSide(peer, pc);
+    else {
+      if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
+      if (this.screenStream) for (const t of this.screenStream.getTracks()) peer.screenSenders.push(pc.addTrack(t, this.screenStream));
+    }
 
     pc.onnegotiationneeded = async () => {
       if (!initiate && !peer.heardFrom) return; // answer first; tracks ride along in the answer
@@ -506,6 +540,9 @@ export class Call extends Emitter {
   }
 
   #onTrack(peer, ev) {
+    // On a side connection the SFU carries this participant's media: hold the track
+    // until the connection becomes the mesh one (the other side switched first).
+    if (peer.side) return void peer.sideTracks.push(ev);
     const track = ev.track;
     const stream = ev.streams[0] || new MediaStream([track]);
     const declared = peer.remoteSources[stream.id];
@@ -552,7 +589,9 @@ export class Call extends Emitter {
   async #onDataChannel(peer, dc) {
     if (!dc.label.startsWith(FILE_LABEL_PREFIX)) return;
     const transfer = await acceptFileChannel(dc, peer);
-    if (transfer && !this.closed) this.emit('file', transfer);
+    if (!transfer || this.closed) return;
+    this.#trackTransfer(peer, transfer);
+    this.emit('file', transfer);
   }
 
   #onParticipantPresent(p) {
@@ -602,9 +641,12 @@ export class Call extends Emitter {
   #closePeer(peer) {
     if (peer.closed) return;
     peer.closed = true;
+    this.#failTransfers(peer, `the connection to '${peer.identity}' closed`);
     clearTimeout(peer.graceTimer);
     clearTimeout(peer.restartTimer);
     clearTimeout(peer.stuckTimer);
+    clearTimeout(peer.idleTimer);
+    clearTimeout(peer.connectTimer);
     try {
       peer.pc?.close();
     } catch {}
@@ -729,13 +771,20 @@ export class Call extends Emitter {
     const parked = [...this.#parked.values()].flat();
     this.#parked.clear();
     for (const sig of parked) this.#onSignal(sig);
-    const local = room.localParticipant?.identity ?? '';
     for (const p of room.participants.values()) {
-      if (this.peers.get(p.identity)?.pc) continue;
-      if (local > p.identity) this.#ensurePeer(p.identity, p.sid, true);
-      else room.signal(p.sid, { kind: SIGNAL_KIND, hello: true }).catch(() => {});
+      const peer = this.peers.get(p.identity);
+      // A side connection (files) becomes the mesh connection: no new handshake.
+      if (peer?.pc && peer.side && !peer.closed) this.#upgradeSide(peer);
+      else if (!peer?.pc) this.#connectMesh(p);
     }
     if (this.#leg) this.#retireWhenCovered('sfu');
+  }
+
+  /** Opens the mesh connection to participant `p` (see #startMesh for who offers). */
+  #connectMesh(p) {
+    const local = this.#room.localParticipant?.identity ?? '';
+    if (local > p.identity) this.#ensurePeer(p.identity, p.sid, true);
+    else this.#room.signal(p.sid, { kind: SIGNAL_KIND, hello: true }).catch(() => {});
   }
 
   #startSfu() {
@@ -754,7 +803,7 @@ export class Call extends Emitter {
       if (this.screenStream) for (const track of this.screenStream.getTracks()) tracks.push({ track, stream: this.screenStream, source: 'screen' });
       leg.start(tracks).catch(() => {});
     }
-    if ([...this.peers.values()].some((p) => p.pc)) this.#retireWhenCovered('mesh');
+    if ([...this.peers.values()].some((p) => p.pc && !p.side)) this.#retireWhenCovered('mesh');
   }
 
   /** Closes the `old` path once the current one covers it, or after the timeout. */
@@ -769,7 +818,12 @@ export class Call extends Emitter {
         return;
       }
       if (old === 'mesh') {
-        for (const peer of [...this.peers.values()]) if (peer.pc) this.#dropMesh(peer);
+        for (const peer of [...this.peers.values()]) {
+          if (!peer.pc || peer.side) continue;
+          // A file in flight keeps its connection, without media, until it ends.
+          if (peer.transfers.size) this.#demoteToSide(peer);
+          else this.#dropMesh(peer);
+        }
       } else {
         const leg = this.#leg;
         this.#leg = null;
@@ -783,7 +837,7 @@ export class Call extends Emitter {
     const peers = [...this.peers.values()].filter((p) => !p.closed);
     if (old === 'mesh') {
       if (this.#leg?.connectionState !== 'connected') return false;
-      return peers.every((p) => !p.pc || p.sfuTracks.size >= p.meshTracks.size);
+      return peers.every((p) => !p.pc || p.side || p.sfuTracks.size >= p.meshTracks.size);
     }
     const live = (p) => [...p.sfuTracks.values()].filter((t) => !(t.muted && t.source === 'screen')).length;
     return peers.every((p) => live(p) === 0 || (p.pc?.connectionState === 'connected' && p.meshTracks.size >= live(p)));
@@ -795,14 +849,25 @@ export class Call extends Emitter {
    */
   #dropMesh(peer) {
     if (!peer.sfuTracks.size && this.#mode === 'mesh') return this.#closePeer(peer);
+    this.#closeLink(peer, `the connection to '${peer.identity}' closed`);
+    if (!this.#room.participantByIdentity(peer.identity)) this.#closePeer(peer);
+  }
+
+  /** Closes `peer`'s peer-to-peer connection (mesh or side); the Peer stays. */
+  #closeLink(peer, why) {
+    this.#failTransfers(peer, why);
     const pc = peer.pc;
-    const meshStreams = peer.meshStreams;
+    this.#forgetMeshMedia(peer);
     peer.pc = null;
     peer._resetMesh();
     try {
       pc?.close();
     } catch {}
-    for (const [key, stream] of meshStreams) {
+  }
+
+  /** Reports `peer`'s mesh-only streams removed (those the SFU's did not replace). */
+  #forgetMeshMedia(peer) {
+    for (const [key, stream] of peer.meshStreams) {
       if (peer.streams.get(key) !== stream) continue;
       peer.streams.delete(key);
       for (const track of stream.getTracks()) {
@@ -811,8 +876,8 @@ export class Call extends Emitter {
         this.emit('trackRemoved', detail);
       }
     }
+    peer.meshStreams = new Map();
     peer.meshTracks.clear();
-    if (!this.#room.participantByIdentity(peer.identity)) this.#closePeer(peer);
   }
 
   /** Mesh signals in SFU mode: kept only from each peer's latest hello or offer on. */
@@ -821,6 +886,105 @@ export class Call extends Emitter {
     const id = sig.fromIdentity;
     if (d.hello || d.description?.type === 'offer') this.#parked.set(id, [sig]);
     else if (d.candidate && this.#parked.has(id) && this.#parked.get(id).length < MAX_PARKED) this.#parked.get(id).push(sig);
+  }
+
+  // ---- files in SFU mode: data-only side connections ---------------------------
+  //
+  // Files never go through the server. In SFU mode `sendFile` opens a peer-to-peer
+  // connection without media to the receiver, negotiated exactly like a mesh one
+  // (same Peer, same perfect negotiation, ICE servers and restarts; its signals say
+  // `side` so the receiver does not park them as it parks mesh signals in SFU mode).
+  // It is reused for further files and closed (with a `bye`) once no transfer has
+  // used it for `fileIdleMs`. A mesh connection carrying a file when the room moves
+  // to the SFU stays, stripped of its media, as a side connection until the file is
+  // done; a side connection becomes the mesh connection when the room moves back.
+
+  /** Opens a side connection to participant `p`; the same side rule as #connectMesh. */
+  #openSide(p) {
+    const peer = this.#peerFor(p.identity, p.sid);
+    const local = this.#room.localParticipant?.identity ?? '';
+    const initiate = local > p.identity;
+    this.#openMesh(peer, initiate);
+    if (!initiate) this.#signal(peer, { hello: true });
+    return peer;
+  }
+
+  /** A new side connection: fail its files if it never connects, close it when idle. */
+  #watchSide(peer, pc) {
+    peer.connectTimer = setTimeout(() => {
+      if (peer.pc === pc && peer.side && pc.connectionState !== 'connected') this.#dropSide(peer, `could not connect peer to peer to '${peer.identity}'`);
+    }, this.#opts.fileConnectTimeoutMs);
+    this.#idleSide(peer);
+  }
+
+  #trackTransfer(peer, transfer) {
+    peer.transfers.add(transfer);
+    clearTimeout(peer.idleTimer);
+    const done = () => {
+      peer.transfers.delete(transfer);
+      this.#idleSide(peer);
+    };
+    transfer.promise.then(done, done);
+  }
+
+  /** (Re)starts the idle timer of a side connection that carries no file now. */
+  #idleSide(peer) {
+    clearTimeout(peer.idleTimer);
+    if (!peer.side || peer.closed || peer.transfers.size) return;
+    const pc = peer.pc;
+    peer.idleTimer = setTimeout(() => {
+      if (peer.pc !== pc || !peer.side || peer.transfers.size) return;
+      this.#signal(peer, { bye: true });
+      this.#dropSide(peer, 'idle');
+    }, this.#opts.fileIdleMs);
+  }
+
+  /** Closes a side connection; a Peer that only existed for it goes too. */
+  #dropSide(peer, why) {
+    this.#closeLink(peer, why);
+    if (!peer.sfuTracks.size || !this.#room.participantByIdentity(peer.identity)) this.#closePeer(peer);
+  }
+
+  /** Mesh → SFU with a file in flight: keep the connection for the file, without media. */
+  #demoteToSide(peer) {
+    const pc = peer.pc;
+    peer.side = true;
+    this.#forgetMeshMedia(peer);
+    // Renegotiates (tagged `side`); the SCTP association and its channels carry on.
+    for (const sender of pc.getSenders()) {
+      try {
+        if (sender.track) pc.removeTrack(sender);
+      } catch {}
+    }
+    peer.screenSenders = [];
+    this.#idleSide(peer);
+  }
+
+  /** SFU → mesh: the side connection takes the media and becomes the mesh connection. */
+  #upgradeSide(peer) {
+    const pc = peer.pc;
+    peer.side = false;
+    clearTimeout(peer.idleTimer);
+    clearTimeout(peer.connectTimer);
+    if (this.localStream) for (const t of this.localStream.getTracks()) pc.addTrack(t, this.localStream);
+    if (this.screenStream) for (const t of this.screenStream.getTracks()) peer.screenSenders.push(pc.addTrack(t, this.screenStream));
+    // What the other side sent while this was a side connection (it switched first).
+    if (peer.sideMedia) {
+      peer.media = peer.sideMedia;
+      peer.sideMedia = null;
+      peer.emit('media', peer.media);
+      this.emit('peerMedia', peer);
+    }
+    for (const ev of peer.sideTracks.splice(0)) {
+      const stream = ev.streams[0];
+      if (ev.track.readyState === 'live' && (!stream || stream.getTracks().includes(ev.track))) this.#onTrack(peer, ev);
+    }
+    this.#signal(peer, { media: this.#mediaState(), sources: this.#sources() });
+  }
+
+  /** Fails `peer`'s file transfers: the connection under them is going away. */
+  #failTransfers(peer, why) {
+    for (const t of [...peer.transfers]) t._fail(why);
   }
 
   // ---- SFU mode: remote tracks onto Peers ------------------------------------
@@ -897,7 +1061,7 @@ export class Call extends Emitter {
   }
 
   #updateSfuMedia(peer) {
-    if (peer.pc) return; // a mesh peer says it itself
+    if (peer.pc && !peer.side) return; // a mesh peer says it itself
     const live = [...peer.sfuTracks.values()].filter((t) => !t.muted);
     const media = {
       audio: live.some((t) => t.kind === 'audio' && t.source !== 'screen_audio'),
@@ -932,7 +1096,9 @@ export class Call extends Emitter {
       peer.outbox.push(data);
       return;
     }
-    this.#room.signal(peer.sid, { kind: SIGNAL_KIND, ...data }).catch((err) => {
+    // `side` lets a receiver in SFU mode tell them from mesh signals (which it parks).
+    const tagged = peer.side ? { ...data, side: true } : data;
+    this.#room.signal(peer.sid, { kind: SIGNAL_KIND, ...tagged }).catch((err) => {
       if (err.code === 'connection_lost' || err.code === 'participant_not_found') peer.outbox.push(data);
     });
   }
@@ -943,11 +1109,13 @@ export class Call extends Emitter {
       this.#early.push({ from, fromIdentity, data });
       return;
     }
-    if (this.#mode === 'sfu' && !data.bye && !data.nocall) {
+    const identity = fromIdentity;
+    // In SFU mode mesh signals wait (in case the room goes back); side connections
+    // (files) and the connection already open to this peer are handled now.
+    if (this.#mode === 'sfu' && !data.bye && !data.nocall && !data.side && (data.hello || !this.peers.get(identity)?.pc)) {
       this.#parkSignal({ from, fromIdentity, data });
       return;
     }
-    const identity = fromIdentity;
     if (data.hello) {
       // A polite peer started its call: open the connection with an offer. An
       // existing connection it never answered is our offer crossing its hello (both
@@ -966,7 +1134,13 @@ export class Call extends Emitter {
       // Handled at once, not queued: signals that follow (a fresh offer when the
       // other side starts its call) belong to a new connection.
       const old = this.peers.get(identity);
-      if (old?.pc) this.#dropMesh(old);
+      if (!old?.pc) return;
+      if (old.side) return this.#dropSide(old, data.nocall ? `'${identity}' is not in a call` : `'${identity}' closed the connection`);
+      // Its side connection closed while ours had become the mesh one: connect anew.
+      const p = data.side && this.#mode === 'mesh' && this.#room.participantByIdentity(identity);
+      if (!p) return this.#dropMesh(old);
+      this.#closeLink(old, `'${identity}' closed the connection`);
+      this.#connectMesh(p);
       return;
     }
     const peer = this.#ensurePeer(identity, from, false);
@@ -984,7 +1158,8 @@ export class Call extends Emitter {
     }
     const pc = peer.pc;
     if (data.sources) Object.assign(peer.remoteSources, data.sources);
-    if (data.media) {
+    if (data.media && peer.side) peer.sideMedia = data.media;
+    else if (data.media) {
       peer.media = data.media;
       peer.emit('media', peer.media);
       this.emit('peerMedia', peer);

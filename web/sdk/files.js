@@ -106,6 +106,14 @@ export class FileTransfer extends Emitter {
     this.#reject(new TandemError('cancelled', `transfer cancelled${byPeer ? ' by peer' : ''}: ${reason}`));
   }
 
+  /**
+   * @internal The connection under the transfer went away (`pc.close()` fires no
+   * `close` on its channels, so the call says so).
+   */
+  _fail(message) {
+    this.#failed(message);
+  }
+
   #failed(message) {
     if (this.#finished()) return;
     this.state = 'failed';

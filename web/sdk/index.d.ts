@@ -259,6 +259,10 @@ export interface CallOptions {
   simulcast?: boolean | RTCRtpEncodingParameters[];
   /** Longest wait for the new path to carry everything before the old one closes, ms (default 8000). */
   migrationTimeoutMs?: number;
+  /** SFU mode: close a side connection for files after this long without a transfer, ms (default 15000). */
+  fileIdleMs?: number;
+  /** SFU mode: fail files (`transfer_failed`) when their side connection is not up after this long, ms (default 15000). */
+  fileConnectTimeoutMs?: number;
 }
 
 export type TrackSource = 'camera' | 'microphone' | 'screen';
@@ -290,8 +294,13 @@ export declare class Peer extends Emitter<{
   readonly identity: string;
   /** Current sid (null while the participant is reconnecting to the server). */
   sid: string | null;
-  /** The mesh connection; null while this participant's media comes through the SFU. */
+  /**
+   * The peer-to-peer connection: the mesh connection, or in SFU mode a data-only side
+   * connection for files (`side`); null when there is none.
+   */
   pc: RTCPeerConnection | null;
+  /** True while `pc` only carries files (SFU mode); it becomes the mesh connection if the room goes back. */
+  side: boolean;
   /** The path this participant's media arrives on now. */
   readonly via: MediaMode;
   /** Remote streams: 'camera' (audio + video) and 'screen'. */
@@ -357,6 +366,12 @@ export declare class Call extends Emitter<{
   setSubscribed(who: string | Peer, enabled: boolean, opts?: { kind?: 'audio' | 'video'; source?: string }): Promise<void>;
   /** Show `who`'s stream in `video` and keep `setVideoSize` in step with its size; returns a stop function. */
   attach(video: HTMLVideoElement, who: string | Peer, opts?: { source?: 'camera' | 'screen' }): () => void;
+  /**
+   * A file to one participant, peer to peer in both modes (SFU mode: over a data-only
+   * side connection). Throws `participant_not_found` (no such participant, or in mesh
+   * mode no connection yet) or `bad_argument` (not a Blob); the transfer fails with
+   * `transfer_failed` if its connection goes away.
+   */
   sendFile(to: string | Participant, file: Blob, opts?: FileTransferOptions): FileTransfer;
   refreshStats(): Promise<Map<string, PeerStats>>;
   close(): void;

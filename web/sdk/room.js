@@ -216,10 +216,11 @@ export class Room extends Emitter {
           data: msg.data,
         };
         if (msg.data?.kind === 'tandem-rtc') {
-          // The SDK's own call signaling. An offer while this participant is not in
-          // a call: say so, so the offerer drops it and waits for our own call.
+          // The SDK's own call signaling. An offer (or a file sender's request for a
+          // side connection) while this participant is not in a call: say so, so the
+          // other side drops it (and fails the file at once) instead of waiting.
           if (this._call && !this._call.closed) this.emit('_rtc', detail);
-          else if (msg.data.description?.type === 'offer') this.signal(msg.from, { kind: 'tandem-rtc', nocall: true }).catch(() => {});
+          else if (msg.data.description?.type === 'offer' || (msg.data.hello && msg.data.side)) this.signal(msg.from, { kind: 'tandem-rtc', nocall: true }).catch(() => {});
           return;
         }
         this.emit('signal', detail);
