@@ -12,88 +12,27 @@
 //      on the reliable and the lossy channel, and `to` reaches only its addressee.
 //
 // Usage: node sdk.test.mjs <path to tandem binary>
-import { chromium } from 'playwright-core';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { checks, until, sleep, startServer as start, launchChromium } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const webDir = resolve(here, '../../web');
 const tandem = process.argv[2];
-const KEY = 'sdkkey';
-const SECRET = 'sdk-sfu-test-secret-0123456789abcdef';
-
-let passed = 0;
-let failed = 0;
-function check(name, ok, detail) {
-  if (ok) {
-    passed++;
-    console.log(`ok - ${name}`);
-  } else {
-    failed++;
-    console.log(`not ok - ${name}\n  ${JSON.stringify(detail)}`);
-  }
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(deadlineMs, fn) {
-  const end = Date.now() + deadlineMs;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(300);
-  }
-  return last;
-}
+const { check, crashed, finish } = checks();
 
 const servers = [];
 async function startServer(sfuExtra) {
-  const dir = mkdtempSync(join(tmpdir(), 'tandem-sdk-sfu-'));
-  const configPath = join(dir, 'tandem.toml');
-  writeFileSync(
-    configPath,
-    `[server]\nbind = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n` +
-      `[keys]\n${KEY} = "${SECRET}"\n` +
-      `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n${sfuExtra}`,
-  );
-  const proc = spawn(tandem, ['serve', '--config', configPath, '--web-dir', webDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, TANDEM_LOG: process.env.TANDEM_LOG || 'warn' },
-  });
-  servers.push({ proc, dir });
-  const addr = await new Promise((ok, fail) => {
-    const lines = createInterface({ input: proc.stdout });
-    lines.on('line', (line) => {
-      const m = line.match(/^tandem listening on (.+)$/);
-      if (m) ok(m[1]);
-    });
-    proc.on('exit', (code) => fail(new Error(`tandem exited with ${code}`)));
-  });
-  const token = (identity) =>
-    execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*']).toString().trim();
-  return { addr, token };
+  const server = await start(tandem, { key: 'sdkkey', secret: 'sdk-sfu-test-secret-0123456789abcdef', sfuExtra, webDir });
+  servers.push(server);
+  return server;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-background-timer-throttling',
-    '--disable-renderer-backgrounding',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-});
+const browser = await launchChromium([
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+]);
 
 /** An SDK page joined to `room` as `identity`, with `window.call` from `callOpts`. */
 async function sdkPage(server, identity, room, callOpts) {
@@ -312,15 +251,9 @@ try {
   });
   check('room data via the SFU reaches the others with the right sender (reliable, lossy, to)', sent.ok, sent.got);
 } catch (e) {
-  failed++;
-  console.log(`not ok - ${e.stack}`);
+  crashed(e);
 } finally {
   await browser.close().catch(() => {});
-  for (const s of servers) {
-    s.proc.kill('SIGTERM');
-    rmSync(s.dir, { recursive: true, force: true });
-  }
+  for (const s of servers) s.stop();
 }
-
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();

@@ -3,84 +3,21 @@
 // participant that closes its page has its tracks removed for the others.
 //
 // Usage: node sfu.test.mjs <path to tandem binary>
-import { chromium } from 'playwright-core';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
+import { checks, until as poll, sleep, startServer, launchChromium } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const tandem = process.argv[2];
 const PARTICIPANTS = 3;
-const KEY = 'browserkey';
-const SECRET = 'browser-test-secret-0123456789abcdef';
-
-let passed = 0;
-let failed = 0;
-function check(name, ok, detail) {
-  if (ok) {
-    passed++;
-    console.log(`ok - ${name}`);
-  } else {
-    failed++;
-    console.log(`not ok - ${name}\n  ${JSON.stringify(detail)}`);
-  }
-}
-
-const dir = mkdtempSync(join(tmpdir(), 'tandem-sfu-browser-'));
-const configPath = join(dir, 'tandem.toml');
-writeFileSync(
-  configPath,
-  `[server]\nbind = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n` +
-    `[keys]\n${KEY} = "${SECRET}"\n` +
-    `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n`,
-);
-const server = spawn(tandem, ['serve', '--config', configPath], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-  env: { ...process.env, TANDEM_LOG: process.env.TANDEM_LOG || 'warn' },
-});
-const addr = await new Promise((resolve, reject) => {
-  const lines = createInterface({ input: server.stdout });
-  lines.on('line', (line) => {
-    const m = line.match(/^tandem listening on (.+)$/);
-    if (m) resolve(m[1]);
-  });
-  server.on('exit', (code) => reject(new Error(`tandem exited with ${code}`)));
-});
-const token = (identity) =>
-  execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*'])
-    .toString()
-    .trim();
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--use-fake-device-for-media-stream',
-    '--use-fake-ui-for-media-stream',
-    '--allow-loopback-in-peer-connection',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-});
+const { check, crashed, finish } = checks();
+const server = await startServer(tandem, { key: 'browserkey', secret: 'browser-test-secret-0123456789abcdef' });
+const { addr, token } = server;
+const browser = await launchChromium();
 const script = readFileSync(join(here, 'participant.js'), 'utf8');
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, deadlineMs, fn) {
-  const end = Date.now() + deadlineMs;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last.ok) return last;
-    await sleep(250);
-  }
-  return last;
-}
+/** `what` names the condition for the reader; the result says whether it held. */
+const until = (what, deadlineMs, fn) => poll(deadlineMs, fn, 250);
 
 try {
   const pages = [];
@@ -241,13 +178,9 @@ try {
   const forwarded = Number(metrics.match(/^tandem_sfu_frames_forwarded_total (\d+)/m)?.[1] ?? 0);
   check('the server counted forwarded frames', forwarded > 100, { forwarded });
 } catch (e) {
-  failed++;
-  console.log(`not ok - ${e.stack}`);
+  crashed(e);
 } finally {
   await browser.close().catch(() => {});
-  server.kill('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
+  server.stop();
 }
-
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish();
