@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -395,13 +395,7 @@ impl Peer {
             let width = 160u16 << (i + 1);
             data[6..8].copy_from_slice(&width.to_le_bytes());
             data.insert(11, i as u8);
-            let writer = self.rtc.writer(mid).expect("video writer").rid(rid);
-            let pt = writer
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .map(|p| p.pt())
-                .expect("VP8 negotiated");
-            writer.write(pt, now, time, data).expect("write ok");
+            self.write_vp8(mid, Some(rid), now, time, data);
         }
         self.poll();
     }
@@ -417,15 +411,30 @@ impl Peer {
             let mut data = vp8_frame(self.tag, self.frame);
             data.truncate(16);
             let time = MediaTime::from_90khz(u64::from(self.frame) * 3000);
-            let writer = self.rtc.writer(mid).expect("video writer");
-            let pt = writer
-                .payload_params()
-                .find(|p| p.spec().codec == Codec::Vp8)
-                .map(|p| p.pt())
-                .expect("VP8 negotiated");
-            writer.write(pt, now, time, data).expect("write ok");
+            self.write_vp8(mid, None, now, time, data);
         }
         self.poll();
+    }
+
+    /// Writes one VP8 frame on `mid` (on simulcast layer `rid`, if given).
+    fn write_vp8(
+        &mut self,
+        mid: Mid,
+        rid: Option<Rid>,
+        now: Instant,
+        time: MediaTime,
+        data: Vec<u8>,
+    ) {
+        let mut writer = self.rtc.writer(mid).expect("video writer");
+        if let Some(rid) = rid {
+            writer = writer.rid(rid);
+        }
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+            .expect("VP8 negotiated");
+        writer.write(pt, now, time, data).expect("write ok");
     }
 
     /// Sends a text message on data channel `label`; false if it is not open.
