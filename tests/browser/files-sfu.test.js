@@ -162,6 +162,8 @@ test('files go peer to peer in SFU mode and across mesh ↔ SFU migrations', asy
   assert.equal(bad, 'participant_not_found');
   // Someone in the room but not in a call answers `nocall`: the file fails at once.
   const bystander = await sdkPeer(browser, 'a5', room, {});
+  // a5's join reaches a0 as a push; until then a5 is nobody to a0.
+  await until(() => a0.evaluate(() => !!window.room.participantByIdentity('a5')), { what: 'a0 sees a5 join' });
   const refused = await a0.evaluate(async () => {
     const t = window.call.sendFile('a5', new Blob([new Uint8Array(1000)]));
     const t0 = performance.now();
