@@ -68,55 +68,46 @@ pub fn start_tandem(bin: &Path, extra: &str) -> Result<ServerProcess> {
     );
     let config_path = dir.join("tandem.toml");
     std::fs::write(&config_path, config)?;
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--config"])
         .arg(&config_path)
-        .env("TANDEM_LOG", "warn")
+        .env("TANDEM_LOG", "warn");
+    spawn_listening(cmd, "tandem listening on ", "tandem", Some(dir))
+}
+
+/// Starts `cmd` with its stdout read until it prints `prefix` and its address.
+fn spawn_listening(
+    mut cmd: Command,
+    prefix: &str,
+    name: &'static str,
+    dir: Option<PathBuf>,
+) -> Result<ServerProcess> {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let addr = wait_for_address(&mut child, "tandem listening on ")?;
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    let addr = wait_for_address(&mut child, prefix)?;
     Ok(ServerProcess {
         child,
         addr,
-        name: "tandem",
-        dir: Some(dir),
+        name,
+        dir,
     })
 }
 
 /// The bare Rust broadcast server (`tandem bench broadcast-server`).
 pub fn start_baseline(bin: &Path) -> Result<ServerProcess> {
-    let mut child = Command::new(bin)
-        .args(["bench", "broadcast-server"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let addr = wait_for_address(&mut child, "baseline listening on ")?;
-    Ok(ServerProcess {
-        child,
-        addr,
-        name: "baseline",
-        dir: None,
-    })
+    let mut cmd = Command::new(bin);
+    cmd.args(["bench", "broadcast-server"]);
+    spawn_listening(cmd, "baseline listening on ", "baseline", None)
 }
 
 /// The minimal Node `ws` broadcast server.
 pub fn start_node(script: &Path) -> Result<ServerProcess> {
-    let mut child = Command::new("node")
-        .arg(script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start node")?;
-    let addr = wait_for_address(&mut child, "node listening on ")?;
-    Ok(ServerProcess {
-        child,
-        addr,
-        name: "node-ws",
-        dir: None,
-    })
+    let mut cmd = Command::new("node");
+    cmd.arg(script);
+    spawn_listening(cmd, "node listening on ", "node-ws", None)
 }
 
 /// A token for the bench's own key, with `grants`, valid for an hour.
