@@ -16,6 +16,17 @@ import { TandemError } from './errors.js';
 export const FILE_LABEL_PREFIX = 'tandem-file:';
 export const FILE_PROTOCOL = 'tandem-file/1';
 
+/** A control message (JSON text) on a file channel, or null for chunks and garbage. */
+function controlMessage(data) {
+  if (typeof data !== 'string') return null;
+  try {
+    const msg = JSON.parse(data);
+    return msg && typeof msg === 'object' ? msg : null;
+  } catch {
+    return null;
+  }
+}
+
 const DEFAULTS = {
   chunkSize: 16 * 1024, // safe with every browser's SCTP message size
   readSize: 256 * 1024, // bytes read from the Blob at a time
@@ -141,13 +152,8 @@ export class FileTransfer extends Emitter {
     dc.binaryType = 'arraybuffer';
     dc.bufferedAmountLowThreshold = o.lowWaterMark;
     dc.onmessage = (ev) => {
-      if (typeof ev.data !== 'string') return;
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
+      const msg = controlMessage(ev.data);
+      if (!msg) return;
       if (msg.t === 'ok') {
         this.#done({ sha256: this.sha256 });
         setTimeout(() => dc.close(), 50);
@@ -224,12 +230,8 @@ export class FileTransfer extends Emitter {
         this.#progress();
         return;
       }
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
+      const msg = controlMessage(ev.data);
+      if (!msg) return;
       if (msg.t === 'cancel') this.#cancelled(msg.reason || 'cancelled', true);
       else if (msg.t === 'end') {
         this.sha256 = hash.hex();
@@ -267,14 +269,8 @@ export function acceptFileChannel(dc, peer, opts = {}) {
   dc.binaryType = 'arraybuffer';
   return new Promise((resolve) => {
     dc.onmessage = (ev) => {
-      if (typeof ev.data !== 'string') return;
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      if (msg.t !== 'meta') return;
+      const msg = controlMessage(ev.data);
+      if (msg?.t !== 'meta') return;
       const t = new FileTransfer('receive', dc, msg, peer, opts);
       t._receive();
       resolve(t);
