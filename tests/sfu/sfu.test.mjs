@@ -175,7 +175,7 @@ try {
   const metrics = await (await fetch(`http://${addr}/metrics`)).text();
   const switches = Number(metrics.match(/^tandem_sfu_layer_switches_total (\d+)/m)?.[1] ?? 0);
   check('layer switches are counted', switches >= 3, { switches });
-  const forwarded = Number(metrics.match(/^tandem_sfu_frames_forwarded_total (\d+)/m)?.[1] ?? 0);
+  const forwarded = Number(metrics.match(/^tandem_sfu_media_packets_forwarded_total (\d+)/m)?.[1] ?? 0);
   check('the server counted forwarded frames', forwarded > 100, { forwarded });
 } catch (e) {
   crashed(e);

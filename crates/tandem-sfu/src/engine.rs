@@ -5,10 +5,10 @@
 use crate::allocation::{allocate, cap_by_width, LayerRates, TrackLayers};
 use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
-use crate::participant::{Ended, Out, OutState, Participant, RtcParams, Written};
+use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
 use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
 use crate::sdp::{parse_answer, parse_offer};
-use crate::simulcast::{Decision, LayerSelector};
+use crate::simulcast::LayerSelector;
 use crate::speakers::SpeakerDetector;
 use crate::tcp::{self, TcpEvent};
 use crate::{Command, SfuError, Signal, Sink, TrackView};
@@ -23,6 +23,7 @@ use str0m::{Event, IceConnectionState, Input};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+mod forward;
 mod layers;
 
 struct Entry {
@@ -44,10 +45,17 @@ pub struct Engine {
     metrics: Arc<SfuMetrics>,
     /// Participants whose `Rtc` has output to poll.
     dirty: BTreeSet<Pid>,
+    /// Every participant's next `Rtc` timeout, earliest first.
+    deadlines: BTreeSet<(Instant, Pid)>,
+    /// Participants whose ICE/DTLS has not connected yet (bounded by the connect
+    /// timeout).
+    connecting: BTreeSet<Pid>,
     /// Participants that may need a new server offer.
     renegotiate: BTreeSet<Pid>,
     /// Simulcast layer choice per (subscriber, track).
     layers: HashMap<(Pid, TrackId), LayerSelector>,
+    /// Numbering and payload types per (subscriber, track).
+    legs: HashMap<(Pid, TrackId), forward::Leg>,
     /// (subscriber, video track) pairs that dropped a frame (send queue over
     /// `max_send_queue_ms`) and wait for a keyframe before forwarding again.
     resync: HashSet<(Pid, TrackId)>,
@@ -91,8 +99,11 @@ impl Engine {
             next_pid: 1,
             metrics,
             dirty: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            connecting: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
             layers: HashMap::new(),
+            legs: HashMap::new(),
             resync: HashSet::new(),
             paused: HashSet::new(),
             pinned: HashSet::new(),
@@ -381,6 +392,8 @@ impl Engine {
                         entry.participant.outs.push(out_for(&self.router, track.id));
                     }
                 }
+                self.deadlines.insert((entry.participant.next_timeout, pid));
+                self.connecting.insert(pid);
                 self.entries.insert(pid, entry);
                 self.by_key.insert(key, pid);
                 self.demand_dirty = true;
@@ -452,6 +465,8 @@ impl Engine {
         let p = &mut entry.participant;
         self.by_key.remove(&(p.room.clone(), p.sid.clone()));
         self.by_addr.retain(|_, v| *v != pid);
+        self.deadlines.remove(&(p.next_timeout, pid));
+        self.connecting.remove(&pid);
         self.dirty.remove(&pid);
         self.renegotiate.remove(&pid);
         let (gone, _) = self.router.leave(pid);
@@ -459,6 +474,8 @@ impl Engine {
             d.forget(pid);
         }
         self.layers
+            .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
+        self.legs
             .retain(|(sub, track), _| *sub != pid && !gone.contains(track));
         self.paused
             .retain(|(sub, track)| *sub != pid && !gone.contains(track));
@@ -553,20 +570,33 @@ impl Engine {
     pub fn tick(&mut self, now: Instant) -> Instant {
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let mut next = now + Duration::from_millis(500);
-        for (pid, e) in self.entries.iter_mut() {
+        for pid in self.connecting.iter().copied() {
+            let Some(e) = self.entries.get_mut(&pid) else {
+                continue;
+            };
             let p = &mut e.participant;
-            if !p.connected && now.saturating_duration_since(p.created) >= connect_timeout {
-                self.metrics.connect_timeouts.fetch_add(1, Relaxed);
-                p.end(Ended::ConnectTimeout);
-            }
-            if p.next_timeout <= now {
-                p.handle_input(Input::Timeout(now));
-                self.dirty.insert(*pid);
+            if now.saturating_duration_since(p.created) >= connect_timeout {
+                if p.ended.is_none() {
+                    self.metrics.connect_timeouts.fetch_add(1, Relaxed);
+                    p.end(Ended::ConnectTimeout);
+                }
+                self.dirty.insert(pid);
             } else {
-                next = next.min(p.next_timeout);
-            }
-            if !p.connected {
                 next = next.min(p.created + connect_timeout);
+            }
+        }
+        // Only the participants whose deadline passed are visited: with hundreds of
+        // subscribers, a pass over all of them per datagram would cost more than
+        // the forwarding.
+        while let Some(&(deadline, pid)) = self.deadlines.first() {
+            if deadline > now {
+                next = next.min(deadline);
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(e) = self.entries.get_mut(&pid) {
+                e.participant.handle_input(Input::Timeout(now));
+                self.dirty.insert(pid);
             }
         }
         if now >= self.next_allocation {
@@ -586,10 +616,9 @@ impl Engine {
     /// The earliest timeout any participant asked for (after [`Engine::settle`] polled
     /// them), at the latest `later`.
     pub fn next_timeout(&self, later: Instant) -> Instant {
-        self.entries
-            .values()
-            .map(|e| e.participant.next_timeout)
-            .fold(later, Instant::min)
+        self.deadlines
+            .first()
+            .map_or(later, |(deadline, _)| later.min(*deadline))
     }
 
     /// For every subscriber: asks its bandwidth estimator to probe up to what its
@@ -728,6 +757,9 @@ impl Engine {
     /// Polls every participant with pending output, forwards media, sends new offers,
     /// and drops ended participants, until nothing is left to do.
     pub fn settle(&mut self, socket: &UdpSocket, now: Instant) {
+        // A participant ends only in a call on its `Rtc` (or in `tick`, which marks
+        // it dirty), so the polled ones are the only ones to check.
+        let mut polled = Vec::new();
         for _ in 0..64 {
             while let Some(pid) = self.dirty.pop_first() {
                 let Some(entry) = self.entries.get_mut(&pid) else {
@@ -742,7 +774,11 @@ impl Engine {
                         .is_some_and(|(tx, f)| tx.try_send(f).is_ok()),
                     _ => false,
                 };
+                let before = entry.participant.next_timeout;
                 let events = entry.participant.poll(now, &mut send);
+                self.deadlines.remove(&(before, pid));
+                self.deadlines.insert((entry.participant.next_timeout, pid));
+                polled.push(pid);
                 for event in events {
                     self.on_event(pid, event, now);
                 }
@@ -751,13 +787,14 @@ impl Engine {
             for pid in pids {
                 self.negotiate(pid);
             }
-            let ended: Vec<(Pid, Ended)> = self
-                .entries
-                .iter()
-                .filter_map(|(pid, e)| e.participant.ended.clone().map(|w| (*pid, w)))
-                .collect();
-            for (pid, why) in ended {
-                self.remove(pid, Some(why));
+            for pid in polled.drain(..) {
+                let ended = self
+                    .entries
+                    .get(&pid)
+                    .and_then(|e| e.participant.ended.clone());
+                if let Some(why) = ended {
+                    self.remove(pid, Some(why));
+                }
             }
             if self.dirty.is_empty() && self.renegotiate.is_empty() {
                 break;
@@ -865,6 +902,7 @@ impl Engine {
             Event::Connected => {
                 if let Some(e) = self.entries.get_mut(&pid) {
                     e.participant.connected = true;
+                    self.connecting.remove(&pid);
                     // Offers wait for the connection (see `negotiate`).
                     self.renegotiate.insert(pid);
                 }
@@ -912,105 +950,7 @@ impl Engine {
                     }
                 }
             }
-            Event::MediaData(data) => {
-                let Some((track, routes)) = self.router.route(pid, data.mid) else {
-                    return;
-                };
-                if self.router.track(track).is_some_and(|t| t.muted) {
-                    return;
-                }
-                let first = self
-                    .router
-                    .track(track)
-                    .and_then(|t| t.layers.first().copied());
-                let keyframe = data.is_keyframe();
-                if let Some(rid) = data.rid {
-                    self.rates.on_frame(track, rid, data.data.len(), now);
-                    if keyframe {
-                        self.rates.on_keyframe(track, rid, &data.data);
-                    }
-                }
-                if let Some(level) = data.ext_vals.audio_level {
-                    if let Some(e) = self.entries.get(&pid) {
-                        let room = e.participant.room.clone();
-                        self.speakers
-                            .entry(room)
-                            .or_default()
-                            .0
-                            .on_level(pid, level, now);
-                    }
-                }
-                let mut want_layer: Option<Rid> = None;
-                let mut resync_layer: Option<Option<Rid>> = None;
-                let max_queue = Duration::from_millis(self.config.max_send_queue_ms);
-                let is_video = self
-                    .router
-                    .track(track)
-                    .is_some_and(|t| t.kind == MediaKind::Video);
-                for (sub, mid) in routes {
-                    if self.paused.contains(&(sub, track)) {
-                        continue;
-                    }
-                    let selector = self
-                        .layers
-                        .entry((sub, track))
-                        .or_insert_with(|| LayerSelector::new(first));
-                    let decision = selector.on_frame(data.rid, keyframe);
-                    if let Some(rid) = selector.pending_switch() {
-                        want_layer = Some(rid);
-                    }
-                    match decision {
-                        Decision::Drop => continue,
-                        Decision::Forward { switched } => {
-                            if switched {
-                                self.metrics.layer_switches.fetch_add(1, Relaxed);
-                                self.demand_dirty = true;
-                            }
-                        }
-                    }
-                    // After a dropped video frame the subscriber's decoder needs a
-                    // keyframe; what comes before it would not decode.
-                    if self.resync.contains(&(sub, track)) {
-                        if !keyframe {
-                            self.metrics.media_drops.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                        self.resync.remove(&(sub, track));
-                    }
-                    let Some(e) = self.entries.get_mut(&sub) else {
-                        continue;
-                    };
-                    match e.participant.write(mid, &data, max_queue, now) {
-                        Written::Yes => {
-                            self.metrics.frames_forwarded.fetch_add(1, Relaxed);
-                            self.metrics
-                                .frame_bytes_forwarded
-                                .fetch_add(data.data.len() as u64, Relaxed);
-                            self.dirty.insert(sub);
-                        }
-                        Written::Dropped => {
-                            self.metrics.media_drops.fetch_add(1, Relaxed);
-                            self.dirty.insert(sub);
-                            if is_video {
-                                self.resync.insert((sub, track));
-                                resync_layer = Some(data.rid);
-                            }
-                        }
-                        Written::NotOpen => {}
-                    }
-                }
-                if let Some(rid) = resync_layer {
-                    self.ask_keyframe(pid, data.mid, rid, KeyframeRequestKind::Pli, now);
-                }
-                if let Some(rid) = want_layer {
-                    // A subscriber waits for this layer's keyframe to switch.
-                    self.ask_keyframe(pid, data.mid, Some(rid), KeyframeRequestKind::Pli, now);
-                }
-                if !data.contiguous {
-                    self.metrics.frames_discontinuous.fetch_add(1, Relaxed);
-                    self.ask_keyframe(pid, data.mid, data.rid, KeyframeRequestKind::Pli, now);
-                }
-            }
+            Event::RtpPacket(packet) => self.forward(pid, packet, now),
             Event::ChannelOpen(id, label) => {
                 if let Some(e) = self.entries.get_mut(&pid) {
                     e.participant.channel_opened(id, label);

@@ -15,9 +15,10 @@ pub struct SfuMetrics {
     pub bytes_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// Media frames handed from one participant to another.
-    pub frames_forwarded: AtomicU64,
-    pub frame_bytes_forwarded: AtomicU64,
+    /// RTP packets handed from one participant to another (per subscriber), and
+    /// their payload bytes.
+    pub media_packets_forwarded: AtomicU64,
+    pub media_bytes_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
     /// Data channel messages relayed to another participant.
     pub data_messages_forwarded: AtomicU64,
@@ -35,11 +36,8 @@ pub struct SfuMetrics {
     /// `Rtc` calls that panicked (the participant is dropped, the SFU goes on).
     pub panics: AtomicU64,
     pub connect_timeouts: AtomicU64,
-    /// Incoming frames that str0m delivered after dropping earlier ones it could not
-    /// complete (packets lost between publisher and SFU, not repaired in time).
-    pub frames_discontinuous: AtomicU64,
-    /// Frames not forwarded to a subscriber because its send queue was over
-    /// `max_send_queue_ms` (and, for video, the frames after it until a keyframe).
+    /// Packets not forwarded to a subscriber because its send queue was over
+    /// `max_send_queue_ms` (and, for video, the packets after it until a keyframe).
     pub media_drops: AtomicU64,
     /// The SFU's UDP socket, whose kernel drops (full receive buffer) are rendered.
     pub udp_local: std::sync::OnceLock<std::net::SocketAddr>,
@@ -61,10 +59,13 @@ impl SfuMetrics {
             ("tandem_sfu_bytes_in_total", &self.bytes_in),
             ("tandem_sfu_packets_out_total", &self.packets_out),
             ("tandem_sfu_bytes_out_total", &self.bytes_out),
-            ("tandem_sfu_frames_forwarded_total", &self.frames_forwarded),
             (
-                "tandem_sfu_frame_bytes_forwarded_total",
-                &self.frame_bytes_forwarded,
+                "tandem_sfu_media_packets_forwarded_total",
+                &self.media_packets_forwarded,
+            ),
+            (
+                "tandem_sfu_media_bytes_forwarded_total",
+                &self.media_bytes_forwarded,
             ),
             (
                 "tandem_sfu_keyframe_requests_total",
@@ -89,10 +90,6 @@ impl SfuMetrics {
             ("tandem_sfu_panics_total", &self.panics),
             ("tandem_sfu_connect_timeouts_total", &self.connect_timeouts),
             ("tandem_sfu_media_drops_total", &self.media_drops),
-            (
-                "tandem_sfu_frames_discontinuous_total",
-                &self.frames_discontinuous,
-            ),
         ];
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", v.load(Relaxed));
@@ -115,11 +112,11 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = SfuMetrics::default();
-        m.frames_forwarded.fetch_add(3, Relaxed);
+        m.media_packets_forwarded.fetch_add(3, Relaxed);
         let mut out = String::new();
         m.render(&mut out);
         assert!(
-            out.contains("\ntandem_sfu_frames_forwarded_total 3\n"),
+            out.contains("\ntandem_sfu_media_packets_forwarded_total 3\n"),
             "{out}"
         );
         assert!(out.contains("# TYPE tandem_sfu_participants gauge\ntandem_sfu_participants 0\n"));

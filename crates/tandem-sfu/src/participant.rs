@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, TcpType};
+use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// Bandwidth estimate a subscriber starts from, in kbit/s.
@@ -48,11 +50,11 @@ impl Ended {
     }
 }
 
-/// What became of a frame written toward a subscriber.
+/// What became of a packet written toward a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
     Yes,
-    /// The subscriber's send queue is over its limit (or str0m refused the frame).
+    /// The subscriber's send queue is over its limit.
     Dropped,
     /// No usable sender on that m-line (yet).
     NotOpen,
@@ -112,6 +114,9 @@ pub struct Participant {
     labels: HashMap<ChannelId, String>,
     /// When a keyframe was last requested, per incoming mid and layer.
     keyframe_asked: HashMap<(Mid, Option<Rid>), Instant>,
+    /// The m-line and layer of each incoming stream, by SSRC (packets carry the
+    /// mid/rid header extensions only at the start).
+    streams_in: HashMap<Ssrc, (Mid, Option<Rid>)>,
     metrics: Arc<SfuMetrics>,
 }
 
@@ -128,6 +133,9 @@ impl Participant {
             let mut rtc = Rtc::builder()
                 .set_crypto_provider(params.crypto.clone())
                 .set_ice_lite(true)
+                // Forward RTP packets as they are (see `rewrite`): no depacketizing
+                // into frames and packetizing again for every subscriber.
+                .set_rtp_mode(true)
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_vp8(true)
@@ -171,6 +179,7 @@ impl Participant {
             ended: None,
             next_timeout: now,
             keyframe_asked: HashMap::new(),
+            streams_in: HashMap::new(),
             channels: HashMap::new(),
             labels: HashMap::new(),
             metrics,
@@ -377,44 +386,65 @@ impl Participant {
         events
     }
 
-    /// Sends a frame from another participant on the outgoing m-line `mid`, unless
-    /// that m-line's send queue already holds a packet older than `max_queue` (or
-    /// str0m's own limit of frames waiting to be packetized is reached): then the frame
-    /// is dropped, so a subscriber the SFU cannot serve fast enough costs a bounded
-    /// amount of memory instead of an ever longer queue.
-    pub fn write(
+    /// The incoming m-line and simulcast layer of the publisher's stream `ssrc`.
+    pub fn stream_of(&mut self, ssrc: Ssrc) -> Option<(Mid, Option<Rid>)> {
+        if let Some(known) = self.streams_in.get(&ssrc) {
+            return Some(*known);
+        }
+        let found = self
+            .guard(|rtc| {
+                rtc.direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+            })
+            .flatten()?;
+        self.streams_in.insert(ssrc, found);
+        Some(found)
+    }
+
+    /// The codec this participant negotiated under payload type `pt`.
+    pub fn payload_params(&mut self, pt: Pt) -> Option<PayloadParams> {
+        self.guard(|rtc| {
+            rtc.codec_config()
+                .params()
+                .iter()
+                .find(|p| p.pt() == pt)
+                .copied()
+        })
+        .flatten()
+    }
+
+    /// This participant's payload type for the codec `params` (another
+    /// participant's numbering).
+    pub fn match_pt(&mut self, params: PayloadParams) -> Option<Pt> {
+        self.guard(|rtc| rtc.codec_config().match_params(params).map(|p| p.pt()))
+            .flatten()
+    }
+
+    /// Sends a packet from another participant on the outgoing m-line `mid`, unless
+    /// that m-line's send queue already holds a packet older than `max_queue`: then
+    /// the packet is dropped, so a subscriber the SFU cannot serve fast enough costs
+    /// a bounded amount of memory instead of an ever longer queue.
+    pub fn write_rtp(
         &mut self,
         mid: Mid,
-        data: &MediaData,
+        packet: impl FnOnce() -> RtpWrite,
         max_queue: Duration,
         now: Instant,
     ) -> Written {
         let written = self.guard(|rtc| {
-            let backlog = rtc
-                .direct_api()
-                .stream_tx_by_mid(mid, None)
-                .and_then(|s| s.queue_info().and_then(|q| q.first_unsent()));
+            let mut api = rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                return Written::NotOpen;
+            };
+            let backlog = stream.queue_info().and_then(|q| q.first_unsent());
             if backlog.is_some_and(|t| now.saturating_duration_since(t) > max_queue) {
-                return Ok(Written::Dropped);
+                return Written::Dropped;
             }
-            let Some(writer) = rtc.writer(mid) else {
-                return Ok(Written::NotOpen);
-            };
-            let Some(pt) = writer.match_params(data.params) else {
-                return Ok(Written::NotOpen);
-            };
-            writer
-                .write(pt, data.network_time, data.time, data.data.clone())
-                .map(|()| Written::Yes)
+            stream.write_rtp(packet());
+            Written::Yes
         });
-        match written {
-            Some(Ok(w)) => w,
-            Some(Err(e)) => {
-                tracing::debug!(pid = self.pid, error = %e, "write failed");
-                Written::Dropped
-            }
-            None => Written::NotOpen,
-        }
+        written.unwrap_or(Written::NotOpen)
     }
 
     /// Asks this participant (a publisher) for a keyframe on its incoming `mid`,
@@ -433,9 +463,10 @@ impl Participant {
             }
         }
         let asked = self.guard(|rtc| {
-            rtc.writer(mid)
-                .map(|mut w| w.request_keyframe(rid, kind).is_ok())
-                .unwrap_or(false)
+            rtc.direct_api()
+                .stream_rx_by_mid(mid, rid)
+                .map(|s| s.request_keyframe(kind))
+                .is_some()
         });
         if asked == Some(true) {
             self.keyframe_asked.insert((mid, rid), now);

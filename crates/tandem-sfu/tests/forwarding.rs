@@ -182,7 +182,7 @@ async fn peers_receive_each_others_audio_and_video() {
         .map_or(0, |(_, f)| f.len());
     assert!(forwarded_to_a >= 5, "video arrives on the advertised mid");
     let m = sfu.metrics();
-    assert!(m.frames_forwarded.load(Relaxed) >= 20);
+    assert!(m.media_packets_forwarded.load(Relaxed) >= 20);
     assert_eq!(m.participants.load(Relaxed), 2);
     assert_eq!(m.tracks.load(Relaxed), 4);
 

@@ -152,7 +152,7 @@ async fn two_participants_exchange_media_through_the_sfu() {
     assert_eq!(video["name"], "cam");
     let mic = a.tracks.iter().find(|t| t["kind"] == "audio").unwrap();
     assert_eq!(mic["source"], "microphone");
-    assert!(server.metric("tandem_sfu_frames_forwarded_total") >= 20.0);
+    assert!(server.metric("tandem_sfu_media_packets_forwarded_total") >= 20.0);
     assert_eq!(server.metric("tandem_sfu_participants"), 2.0);
 
     // Bob's WebSocket vanishes: his media session and tracks go for Alice.
