@@ -33,19 +33,30 @@ impl LocalBus {
         }
     }
 
-    /// Pushes one publication frame to every subscriber of `channel`. Called in offset
-    /// order by the history writer, so each session's queue receives offsets in order.
-    pub fn deliver(&self, channel: &Arc<str>, offset: u64, frame: Bytes) -> usize {
+    /// Pushes publication frames `(offset, frame)` of `channel` to every subscriber.
+    /// Called in offset order by the history writer, so each session's queue
+    /// receives offsets in order.
+    ///
+    /// Each session gets all of the frames before the next session gets any: it is
+    /// woken once, and by the time it runs its queue holds the whole batch, which it
+    /// writes to its socket in one go. (Frame by frame, a session woken for the
+    /// first frame often runs before the second arrives and writes twice.)
+    pub fn deliver(&self, channel: &Arc<str>, frames: &[(u64, Bytes)]) -> usize {
         let channels = self.channels.read().expect("bus lock");
         let Some((channel, subs)) = channels.get_key_value(channel) else {
             return 0;
         };
         for handle in subs.values() {
-            handle.push(Outbound::Publication {
-                channel: channel.clone(),
-                offset,
-                frame: frame.clone(),
-            });
+            for (offset, frame) in frames {
+                let queued = handle.push(Outbound::Publication {
+                    channel: channel.clone(),
+                    offset: *offset,
+                    frame: frame.clone(),
+                });
+                if !queued {
+                    break;
+                }
+            }
         }
         subs.len()
     }

@@ -33,10 +33,29 @@ impl ServerState {
     ) -> Result<Arc<Self>, StoreError> {
         let bus = Arc::new(LocalBus::default());
         let fanout = bus.clone();
-        let on_commit = Arc::new(move |c: &Committed| {
-            METRICS.publications.fetch_add(1, Ordering::Relaxed);
-            let frame = Bytes::from(publication_frame(&c.channel, &c.publication));
-            fanout.deliver(&c.channel, c.publication.offset, frame);
+        let on_commit = Arc::new(move |committed: &[Committed]| {
+            METRICS
+                .publications
+                .fetch_add(committed.len() as u64, Ordering::Relaxed);
+            // One delivery per channel with all of its publications of the
+            // transaction (see `LocalBus::deliver`).
+            let mut rest = committed;
+            while let Some(first) = rest.first() {
+                let run = rest
+                    .iter()
+                    .take_while(|c| c.channel == first.channel)
+                    .count();
+                let (same, next) = rest.split_at(run);
+                let frames: Vec<(u64, Bytes)> = same
+                    .iter()
+                    .map(|c| {
+                        let frame = publication_frame(&c.channel, &c.publication);
+                        (c.publication.offset, Bytes::from(frame))
+                    })
+                    .collect();
+                fanout.deliver(&first.channel, &frames);
+                rest = next;
+            }
         });
         let history =
             SqliteHistory::open(&config.server.data_dir, config.history.clone(), on_commit)?;

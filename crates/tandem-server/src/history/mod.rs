@@ -71,8 +71,9 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Called once per append, after its commit (or failure).
 pub type AckFn = Box<dyn FnOnce(Result<&Committed, &StoreError>) + Send>;
-/// Called for each committed publication, in offset order, before acks.
-pub type CommitHook = Arc<dyn Fn(&Committed) + Send + Sync>;
+/// Called with each transaction's committed publications, in offset order, before
+/// acks.
+pub type CommitHook = Arc<dyn Fn(&[Committed]) + Send + Sync>;
 
 /// What one append carries into the writer.
 pub struct Append {

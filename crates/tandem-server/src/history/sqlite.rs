@@ -69,7 +69,7 @@ fn new_epoch() -> String {
 
 impl SqliteHistory {
     /// Opens (creating if needed) `dir/history.sqlite3` and starts the writer thread.
-    /// `on_commit` receives each committed publication in offset order.
+    /// `on_commit` receives each transaction's committed publications in offset order.
     pub fn open(
         dir: &Path,
         config: HistoryConfig,
@@ -296,8 +296,8 @@ impl Writer {
                 METRICS
                     .history_writes
                     .fetch_add(committed.len() as u64, Relaxed);
-                for c in &committed {
-                    (self.on_commit)(c);
+                if !committed.is_empty() {
+                    (self.on_commit)(&committed);
                 }
                 let mut committed = committed.iter();
                 let mut ensured = ensured.into_iter();
