@@ -44,12 +44,11 @@ impl LayerRates {
         m.bytes += bytes as u64;
     }
 
-    /// Records the frame width a keyframe of the layer announces (VP8 only; other
-    /// codecs leave the width unknown, and `max_width` then does not bound them).
-    pub fn on_keyframe(&mut self, track: TrackId, rid: Rid, frame: &[u8]) {
-        if let Some(width) = vp8_keyframe_width(frame) {
-            self.meters.entry((track, rid)).or_default().width = Some(width);
-        }
+    /// Records the frame width a keyframe of the layer announces (see
+    /// [`crate::payload::keyframe_width`]; a layer of unknown width is not bounded by
+    /// `max_width`).
+    pub fn on_width(&mut self, track: TrackId, rid: Rid, width: u32) {
+        self.meters.entry((track, rid)).or_default().width = Some(width);
     }
 
     /// The layer's width as of its latest keyframe, if known.
@@ -238,10 +237,9 @@ mod tests {
         assert_eq!(vp8_keyframe_width(&delta), None);
         assert_eq!(vp8_keyframe_width(&key[..6]), None);
         let mut r = LayerRates::default();
-        r.on_keyframe(TrackId(1), rid("h"), &key);
-        r.on_keyframe(TrackId(1), rid("q"), &[0x65, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        r.on_width(TrackId(1), rid("h"), 640);
         assert_eq!(r.width(TrackId(1), rid("h")), Some(640));
-        assert_eq!(r.width(TrackId(1), rid("q")), None, "not VP8");
+        assert_eq!(r.width(TrackId(1), rid("q")), None, "never seen");
     }
 
     #[test]

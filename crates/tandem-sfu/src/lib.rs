@@ -16,6 +16,7 @@ pub mod config;
 mod engine;
 pub mod envelope;
 mod error;
+pub mod h264;
 pub mod layer_demand;
 pub mod metrics;
 mod participant;

@@ -84,6 +84,33 @@ pub fn vp8_frame(payload: &[u8]) -> Option<&[u8]> {
     payload.get(offset..).filter(|f| !f.is_empty())
 }
 
+/// The picture width a payload that starts a keyframe announces: VP8's keyframe
+/// header, or an H.264 SPS (alone or in a STAP-A).
+pub fn keyframe_width(kind: PayloadKind, payload: &[u8]) -> Option<u32> {
+    match kind {
+        PayloadKind::Vp8 => crate::allocation::vp8_keyframe_width(vp8_frame(payload)?),
+        PayloadKind::H264 => h264_nals(payload).find_map(crate::h264::sps_width),
+        PayloadKind::Plain => None,
+    }
+}
+
+/// The NAL units of a single-NAL or STAP-A payload (an FU-A fragment is none).
+fn h264_nals(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let first = payload.first().map(|b| b & 0x1f);
+    let (single, mut rest) = match first {
+        Some(NAL_STAP_A) => (None, &payload[1..]),
+        Some(1..=23) => (Some(payload), &[][..]),
+        _ => (None, &[][..]),
+    };
+    let aggregated = std::iter::from_fn(move || {
+        let size = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
+        let nal = rest.get(2..2 + size)?;
+        rest = &rest[2 + size..];
+        Some(nal)
+    });
+    single.into_iter().chain(aggregated)
+}
+
 /// NAL unit types (RFC 6184): IDR slice, sequence parameter set, STAP-A, FU-A.
 const NAL_IDR: u8 = 5;
 const NAL_SPS: u8 = 7;
@@ -94,32 +121,15 @@ const NAL_FU_A: u8 = 28;
 /// alone, inside a STAP-A aggregate, or as the first fragment of an FU-A. Browsers
 /// send SPS and PPS in a STAP-A ahead of the IDR, so switching there keeps them.
 fn h264_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(first) = payload.first() else {
-        return false;
+    let starts = |nal: &[u8]| {
+        nal.first()
+            .is_some_and(|h| matches!(h & 0x1f, NAL_IDR | NAL_SPS))
     };
-    match first & 0x1f {
-        NAL_IDR | NAL_SPS => true,
-        NAL_STAP_A => {
-            let mut rest = &payload[1..];
-            while rest.len() > 2 {
-                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                let Some(nal) = rest.get(2..2 + size) else {
-                    return false;
-                };
-                if nal
-                    .first()
-                    .is_some_and(|h| matches!(h & 0x1f, NAL_IDR | NAL_SPS))
-                {
-                    return true;
-                }
-                rest = &rest[2 + size..];
-            }
-            false
-        }
-        NAL_FU_A => payload
+    match payload.first().map(|b| b & 0x1f) {
+        Some(NAL_FU_A) => payload
             .get(1)
             .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == NAL_IDR),
-        _ => false,
+        _ => h264_nals(payload).any(starts),
     }
 }
 
@@ -154,9 +164,10 @@ mod tests {
         assert_eq!(d.picture_id(), Some(300));
         assert_eq!(d.tl0_pic_idx(), Some(7));
         assert_eq!(vp8_frame(&p), Some(&KEY[..]));
+        assert_eq!(keyframe_width(PayloadKind::Vp8, &p), Some(640));
         assert_eq!(
-            crate::allocation::vp8_keyframe_width(vp8_frame(&p).unwrap()),
-            Some(640)
+            keyframe_width(PayloadKind::Vp8, &vp8(300, 7, true, &DELTA)),
+            None
         );
     }
 
@@ -196,6 +207,23 @@ mod tests {
         assert!(!h(&[0x7c, 0x05, 0x00]));
         assert!(!h(&[0x7c, 0x81, 0x00]));
         assert!(!h(&[]));
+    }
+
+    #[test]
+    fn h264_width_from_the_sps_of_a_keyframe() {
+        // x264 SPS, 1280x720 (see `h264`), alone and in a STAP-A with a PPS.
+        let sps = [
+            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
+            0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60,
+        ];
+        assert_eq!(keyframe_width(PayloadKind::H264, &sps), Some(1280));
+        let mut stap = vec![0x78, 0x00, sps.len() as u8];
+        stap.extend_from_slice(&sps);
+        stap.extend_from_slice(&[0x00, 0x04, 0x68, 0xeb, 0xe3, 0xcb]);
+        assert!(inspect(PayloadKind::H264, &stap).keyframe_start);
+        assert_eq!(keyframe_width(PayloadKind::H264, &stap), Some(1280));
+        assert_eq!(keyframe_width(PayloadKind::H264, &[0x65, 0x88]), None);
+        assert_eq!(keyframe_width(PayloadKind::H264, &[0x7c, 0x85, 0x00]), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub(super) struct Leg {
 struct Source {
     mid: Mid,
     rid: Option<Rid>,
+    kind: PayloadKind,
     params: PayloadParams,
     inspected: Inspected,
 }
@@ -50,8 +51,8 @@ impl Engine {
         if let Some(rid) = source.rid {
             self.rates.on_frame(track, rid, packet.payload.len(), now);
             if keyframe {
-                if let Some(frame) = payload::vp8_frame(&packet.payload) {
-                    self.rates.on_keyframe(track, rid, frame);
+                if let Some(width) = payload::keyframe_width(source.kind, &packet.payload) {
+                    self.rates.on_width(track, rid, width);
                 }
             }
         }
@@ -199,10 +200,12 @@ impl Engine {
         let e = self.entries.get_mut(&pid)?;
         let (mid, rid) = e.participant.stream_of(packet.header.ssrc)?;
         let params = e.participant.payload_params(packet.header.payload_type)?;
-        let inspected = payload::inspect(PayloadKind::of(params.spec().codec), &packet.payload);
+        let kind = PayloadKind::of(params.spec().codec);
+        let inspected = payload::inspect(kind, &packet.payload);
         Some(Source {
             mid,
             rid,
+            kind,
             params,
             inspected,
         })
