@@ -45,17 +45,18 @@ export async function until(deadlineMs, fn, intervalMs = 300) {
 }
 
 /**
- * `tandem serve` on 127.0.0.1 with the SFU on an ephemeral port and `sfuExtra` added to
- * its `[sfu]` section. Returns `{addr, token(identity), stop()}`.
+ * `tandem serve` on 127.0.0.1 with the SFU on an ephemeral port, `sfuExtra` added to
+ * its `[sfu]` section and `extra` (other sections) after it. Returns
+ * `{addr, token(identity), metrics(), stop()}`.
  */
-export async function startServer(tandem, { key, secret, sfuExtra = '', webDir } = {}) {
+export async function startServer(tandem, { key, secret, sfuExtra = '', extra = '', webDir } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-sfu-test-'));
   const configPath = join(dir, 'tandem.toml');
   writeFileSync(
     configPath,
     `[server]\nbind = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n` +
       `[keys]\n${key} = "${secret}"\n` +
-      `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n${sfuExtra}`,
+      `[sfu]\nenabled = true\nudp_bind = "127.0.0.1:0"\n${sfuExtra}\n${extra}`,
   );
   const args = ['serve', '--config', configPath, ...(webDir ? ['--web-dir', webDir] : [])];
   const proc = spawn(tandem, args, {
@@ -76,7 +77,8 @@ export async function startServer(tandem, { key, secret, sfuExtra = '', webDir }
     proc.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   };
-  return { addr, token, stop };
+  const metrics = async () => (await fetch(`http://${addr}/metrics`)).text();
+  return { addr, token, metrics, stop };
 }
 
 /** Debian's Chromium (never a downloaded one), headless, with fake camera and microphone. */

@@ -9,7 +9,11 @@
 //      layers nobody receives are paused at the publisher (`sfu_layers` →
 //      setParameters) and resume when the viewer asks for them;
 //   3. room data through the SFU: every other page gets it with the right sender,
-//      on the reliable and the lossy channel, and `to` reaches only its addressee.
+//      on the reliable and the lossy channel, and `to` reaches only its addressee;
+//   4. an SFU call relayed through Tandem's TURN: pages limited to relay candidates
+//      (iceTransportPolicy 'relay') reach the SFU through the built-in TURN server
+//      whose credentials the connect reply carries, and decode each other's video;
+//      without ICE servers such a page cannot connect at all.
 //
 // Usage: node sdk.test.mjs <path to tandem binary>
 import { dirname, resolve } from 'node:path';
@@ -22,8 +26,8 @@ const tandem = process.argv[2];
 const { check, crashed, finish } = checks();
 
 const servers = [];
-async function startServer(sfuExtra) {
-  const server = await start(tandem, { key: 'sdkkey', secret: 'sdk-sfu-test-secret-0123456789abcdef', sfuExtra, webDir });
+async function startServer(sfuExtra, extra = '') {
+  const server = await start(tandem, { key: 'sdkkey', secret: 'sdk-sfu-test-secret-0123456789abcdef', sfuExtra, extra, webDir });
   servers.push(server);
   return server;
 }
@@ -250,6 +254,49 @@ try {
     return { ok, got };
   });
   check('room data via the SFU reaches the others with the right sender (reliable, lossy, to)', sent.ok, sent.got);
+
+  // ---- 4. the SFU through Tandem's TURN relay ------------------------------------
+  const relayed = await startServer(
+    'policy = "sfu"\n',
+    '[turn]\nenabled = true\nudp_bind = "127.0.0.1:0"\ntcp_bind = "127.0.0.1:0"\n' +
+      'relay_bind_ip = "127.0.0.1"\nsecret = "sdk-sfu-turn-test-secret"\n',
+  );
+  const relayOnly = { audio: true, video: { width: 320, height: 240, frameRate: 15 }, simulcast: false, rtcConfig: { iceTransportPolicy: 'relay' } };
+  const rp = [await sdkPage(relayed, 'r0', 'relay', relayOnly), await sdkPage(relayed, 'r1', 'relay', relayOnly)];
+  const viaRelay = await until(30000, async () => {
+    const now = await Promise.all(rp.map((p) => media(p)));
+    const ok = now.every((s, i) => {
+      const other = s.peers[i === 0 ? 'r1' : 'r0'];
+      return s.mode === 'sfu' && other?.via === 'sfu' && other.frames > 5 && other.audio > 5;
+    });
+    return { ok, now };
+  });
+  check("relay-only pages decode each other's video and audio via the SFU", viaRelay.ok, viaRelay.now);
+  const candidates = await Promise.all(
+    rp.map((p) =>
+      p.evaluate(async () => {
+        const stats = [...(await window.call.sfu.pc.getStats()).values()];
+        const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+        const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
+        const local = stats.find((s) => s.id === pair?.localCandidateId);
+        return { local: local?.candidateType, url: local?.url, servers: window.client.iceServers.length };
+      }),
+    ),
+  );
+  check('their SFU connection runs over a relay candidate of Tandem\'s TURN', candidates.every((c) => c.local === 'relay' && c.servers > 0), candidates);
+  const turnMetrics = await relayed.metrics();
+  const counter = (name) =>
+    [...turnMetrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+  const turnCounts = {
+    allocations: counter('tandem_turn_allocations_total'),
+    relayed: counter('tandem_turn_relayed_bytes_total'),
+    denied: counter('tandem_turn_denied_peer_total'),
+  };
+  check('the TURN server allocated relays and carried the media', turnCounts.allocations >= 2 && turnCounts.relayed > 20000, turnCounts);
+  const stranded = await sdkPage(relayed, 'r2', 'relay', { ...relayOnly, iceServers: [] });
+  await sleep(8000);
+  const strandedState = await stranded.evaluate(() => window.call.sfu?.connectionState ?? 'none');
+  check('a relay-only page without ICE servers cannot reach the SFU (the relay is what carries the others)', strandedState !== 'connected', strandedState);
 } catch (e) {
   crashed(e);
 } finally {

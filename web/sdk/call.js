@@ -790,7 +790,11 @@ export class Call extends Emitter {
   #startSfu() {
     this.#parked.clear();
     if (!this.#leg) {
-      const leg = new SfuLeg(this.#room, { simulcast: this.#opts.simulcast, rtcConfig: this.#opts.rtcConfig });
+      const leg = new SfuLeg(this.#room, {
+        simulcast: this.#opts.simulcast,
+        rtcConfig: this.#opts.rtcConfig,
+        iceServers: () => this.#iceServers(),
+      });
       this.#leg = leg;
       leg.on('track', (t) => this.#onSfuTrack(t));
       leg.on('trackEnded', (t) => this.#onSfuTrackEnded(t));

@@ -69,12 +69,14 @@ export class SfuLeg extends Emitter {
 
   /**
    * @param {import('./room.js').Room} room
-   * @param {{simulcast?: boolean|RTCRtpEncodingParameters[], rtcConfig?: RTCConfiguration}} opts
+   * @param {{simulcast?: boolean|RTCRtpEncodingParameters[], rtcConfig?: RTCConfiguration,
+   *   iceServers?: () => RTCIceServer[]}} opts  `iceServers` is asked at every (re)connect,
+   *   so fresh TURN credentials are used.
    */
   constructor(room, opts = {}) {
     super();
     this.#room = room;
-    this.#opts = { simulcast: true, rtcConfig: {}, ...opts };
+    this.#opts = { simulcast: true, rtcConfig: {}, iceServers: () => [], ...opts };
   }
 
   get connectionState() {
@@ -228,8 +230,10 @@ export class SfuLeg extends Emitter {
   }
 
   async #connect() {
-    // No ICE servers: the server is ICE-lite with host candidates in its answer.
-    const pc = new RTCPeerConnection({ ...this.#opts.rtcConfig, iceServers: [] });
+    // The server is ICE-lite with host candidates in its answer; the call's TURN
+    // servers (Tandem's own, from the connect reply) give a relayed path when the
+    // SFU's port cannot be reached directly (or with iceTransportPolicy 'relay').
+    const pc = new RTCPeerConnection({ ...this.#opts.rtcConfig, iceServers: this.#opts.iceServers() });
     this.pc = pc;
     const gen = this.#generation;
     pc.onconnectionstatechange = () => {

@@ -66,6 +66,10 @@ pub struct TurnConfig {
     pub allowed_peer_ips: Vec<String>,
     /// Extra peer addresses (CIDRs) to refuse.
     pub denied_peer_ips: Vec<String>,
+    /// Not read from the file: `tandem serve` sets the SFU's UDP candidate
+    /// addresses here, which relays may always reach (see [`PeerPolicy`]).
+    #[serde(skip)]
+    pub own_media_addrs: Vec<SocketAddr>,
 }
 
 impl Default for TurnConfig {
@@ -95,6 +99,7 @@ impl Default for TurnConfig {
             max_tcp_connections: 4096,
             allowed_peer_ips: Vec::new(),
             denied_peer_ips: Vec::new(),
+            own_media_addrs: Vec::new(),
         }
     }
 }
@@ -150,6 +155,7 @@ impl TurnConfig {
         Ok(PeerPolicy {
             allow: parse(&self.allowed_peer_ips)?,
             deny: parse(&self.denied_peer_ips)?,
+            own_media: self.own_media_addrs.clone(),
         })
     }
 

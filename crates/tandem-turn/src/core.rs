@@ -897,7 +897,7 @@ impl Core {
         if peer.is_ipv4() != relay.is_ipv4() {
             return Err(443);
         }
-        if !self.cfg.policy.permits(peer.ip()) {
+        if !self.cfg.policy.permits_peer(peer) {
             Metrics::inc(&self.metrics.denied_peers);
             return Err(403);
         }

@@ -6,8 +6,10 @@
 //! network (the coturn CVE-2020-26262 class). IPv4-mapped and IPv4-compatible
 //! IPv6 addresses are checked as the IPv4 address they carry. An explicit
 //! allow-list of CIDRs overrides the default; an explicit deny-list adds to it.
+//! The exact addresses of the server's own SFU are always allowed (the SFU is
+//! reachable through the relay even when it listens on a private address).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare address).
@@ -117,9 +119,27 @@ pub fn denied_by_default(ip: IpAddr) -> bool {
 pub struct PeerPolicy {
     pub allow: Vec<Cidr>,
     pub deny: Vec<Cidr>,
+    /// Exact addresses (IP and port) of this server's own media service — the SFU's
+    /// UDP candidates — always permitted, so a client that can only reach the relay
+    /// still reaches the SFU. Nothing else at those IPs is opened.
+    pub own_media: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
+    /// May the server relay to `peer`? Its own media addresses always; otherwise as
+    /// [`PeerPolicy::permits`] decides for the IP.
+    pub fn permits_peer(&self, peer: SocketAddr) -> bool {
+        let (ip, port) = (canonical(peer.ip()), peer.port());
+        if self
+            .own_media
+            .iter()
+            .any(|m| canonical(m.ip()) == ip && m.port() == port)
+        {
+            return true;
+        }
+        self.permits(ip)
+    }
+
     /// May the server relay to `ip`? The allow-list wins over everything.
     pub fn permits(&self, ip: IpAddr) -> bool {
         if self.allow.iter().any(|c| c.contains(ip)) {
@@ -183,6 +203,40 @@ mod tests {
     }
 
     #[test]
+    fn own_media_addresses_are_exact_exceptions() {
+        let p = PeerPolicy {
+            deny: vec!["10.0.0.0/8".parse().unwrap()],
+            own_media: vec![
+                "127.0.0.1:7882".parse().unwrap(),
+                "10.1.2.3:7882".parse().unwrap(),
+            ],
+            ..Default::default()
+        };
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(p.permits_peer(addr("127.0.0.1:7882")));
+        assert!(
+            p.permits_peer(addr("[::ffff:127.0.0.1]:7882")),
+            "mapped IPv4"
+        );
+        assert!(
+            p.permits_peer(addr("10.1.2.3:7882")),
+            "wins over the deny list"
+        );
+        assert!(!p.permits_peer(addr("127.0.0.1:7883")), "another port");
+        assert!(!p.permits_peer(addr("127.0.0.1:22")));
+        assert!(
+            !p.permits_peer(addr("127.0.0.2:7882")),
+            "another loopback IP"
+        );
+        assert!(!p.permits_peer(addr("10.1.2.3:80")));
+        assert!(!p.permits_peer(addr("192.168.1.1:7882")));
+        assert!(
+            p.permits_peer(addr("9.9.9.9:7883")),
+            "public peers as before"
+        );
+    }
+
+    #[test]
     fn allow_and_deny_lists() {
         let p = PeerPolicy {
             allow: vec![
@@ -190,6 +244,7 @@ mod tests {
                 "10.0.0.0/8".parse().unwrap(),
             ],
             deny: vec!["8.8.0.0/16".parse().unwrap()],
+            ..Default::default()
         };
         assert!(p.permits(ip("127.0.0.1")));
         assert!(p.permits(ip("::ffff:127.0.0.1")));

@@ -199,25 +199,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("tandem: dev mode. API key: {key}  API secret: {secret}");
         eprintln!("tandem: demo app at http://{local}/  (tokens from /dev/token)");
     }
-    let (turn, ice_servers) = start_turn(&config).await?;
-    let sfu_config = config.sfu.clone();
-    let sfu_auto = config.sfu_auto;
+    // The SFU starts first: TURN relays may reach its addresses (see `start_turn`).
+    let sfu = start_sfu(&config).await?;
+    let (turn, ice_servers) = start_turn(&config, sfu.as_ref()).await?;
     let state = ServerState::new(config, ice_servers).context("cannot open the history store")?;
-    if sfu_config.enabled {
-        match tandem_sfu::Sfu::start(sfu_config.clone()).await {
-            Ok(sfu) => {
-                println!("tandem sfu on udp {}", sfu.local_addr());
-                let _ = state.sfu.set(sfu);
-            }
-            Err(e) if sfu_auto => eprintln!(
-                "tandem: dev-mode SFU not started on udp {} ({e}); rooms stay in mesh mode. Set [sfu] to configure it",
-                sfu_config.udp_bind
-            ),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot start the SFU on udp {}", sfu_config.udp_bind)))
-            }
-        }
+    if let Some(sfu) = sfu {
+        let _ = state.sfu.set(sfu);
     }
     tracing::info!(%local, "listening");
     println!("tandem listening on {local}");
@@ -228,10 +215,39 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Starts the SFU when `[sfu] enabled` (in dev mode a busy port only leaves rooms in
+/// mesh mode).
+async fn start_sfu(config: &Config) -> Result<Option<tandem_sfu::Sfu>> {
+    let sfu_config = &config.sfu;
+    if !sfu_config.enabled {
+        return Ok(None);
+    }
+    match tandem_sfu::Sfu::start(sfu_config.clone()).await {
+        Ok(sfu) => {
+            println!("tandem sfu on udp {}", sfu.local_addr());
+            Ok(Some(sfu))
+        }
+        Err(e) if config.sfu_auto => {
+            eprintln!(
+                "tandem: dev-mode SFU not started on udp {} ({e}); rooms stay in mesh mode. Set [sfu] to configure it",
+                sfu_config.udp_bind
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot start the SFU on udp {}",
+            sfu_config.udp_bind
+        ))),
+    }
+}
+
 /// Starts the built-in STUN/TURN server when `[turn] enabled`, and returns what the
-/// connect reply uses to hand each client fresh credentials for it.
+/// connect reply uses to hand each client fresh credentials for it. Its relays may
+/// reach the SFU's own UDP candidates even on a private or loopback address, so a
+/// client that can only use the relay still gets to the SFU.
 async fn start_turn(
     config: &Config,
+    sfu: Option<&tandem_sfu::Sfu>,
 ) -> Result<(
     Option<tandem_turn::TurnHandle>,
     Option<tandem_server::state::IceServerProvider>,
@@ -239,7 +255,9 @@ async fn start_turn(
     if !config.turn.enabled {
         return Ok((None, None));
     }
-    let handle = match tandem_turn::TurnServer::start(config.turn.clone()).await {
+    let mut turn_config = config.turn.clone();
+    turn_config.own_media_addrs = sfu.map(|s| s.candidates().to_vec()).unwrap_or_default();
+    let handle = match tandem_turn::TurnServer::start(turn_config).await {
         Ok(handle) => handle,
         Err(e) if config.turn_auto => {
             eprintln!("tandem: dev-mode STUN/TURN not started ({e}); set [turn] to configure it");
