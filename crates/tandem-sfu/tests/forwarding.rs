@@ -904,6 +904,21 @@ async fn simulcast_layers_nobody_receives_are_paused_and_come_back_on_demand() {
     assert!(ok, "after the switch only f: {:?}", p.layers);
     let frames = s.peer.frames_of(MediaKind::Video);
     assert_eq!(frames.last().unwrap()[11], 2, "the subscriber gets f");
+    // Layers have their own SSRCs and sequence numbers; the subscriber's m-line
+    // must still look like one stream: no sequence gap, time moving forward.
+    assert_eq!(s.peer.discontinuous, 0, "no sequence gap at the switches");
+    let times = &s.peer.times[&s
+        .peer
+        .remote_media
+        .iter()
+        .find(|(_, k)| **k == MediaKind::Video)
+        .unwrap()
+        .0
+        .clone()];
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "RTP time moves forward across the switches: {times:?}"
+    );
 
     // Nobody receives the track any more: only the lowest layer stays on.
     sfu.leave("room", "CS");

@@ -43,6 +43,10 @@ pub struct Peer {
     pub connected: bool,
     /// Frames received, by mid.
     pub received: HashMap<Mid, Vec<Vec<u8>>>,
+    /// RTP time of each frame received, by mid.
+    pub times: HashMap<Mid, Vec<MediaTime>>,
+    /// Frames str0m delivered after a gap in the sequence numbers.
+    pub discontinuous: usize,
     /// Mids the remote added, with their kind.
     pub remote_media: HashMap<Mid, MediaKind>,
     frame: u32,
@@ -90,6 +94,8 @@ impl Peer {
             video: None,
             connected: false,
             received: HashMap::new(),
+            times: HashMap::new(),
+            discontinuous: 0,
             remote_media: HashMap::new(),
             frame: 0,
             start: now,
@@ -319,6 +325,10 @@ impl Peer {
                         self.remote_media.insert(m.mid, m.kind);
                     }
                     Event::MediaData(d) => {
+                        if !d.contiguous {
+                            self.discontinuous += 1;
+                        }
+                        self.times.entry(d.mid).or_default().push(d.time);
                         self.received
                             .entry(d.mid)
                             .or_default()
