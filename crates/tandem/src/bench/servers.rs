@@ -71,7 +71,11 @@ pub fn start_tandem(bin: &Path, extra: &str) -> Result<ServerProcess> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--config"])
         .arg(&config_path)
-        .env("TANDEM_LOG", "warn");
+        // Quiet unless the bench's caller asks for the server's logs.
+        .env(
+            "TANDEM_LOG",
+            std::env::var("TANDEM_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     spawn_listening(cmd, "tandem listening on ", "tandem", Some(dir))
 }
 
