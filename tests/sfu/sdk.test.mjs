@@ -13,7 +13,9 @@
 //   4. an SFU call relayed through Tandem's TURN: pages limited to relay candidates
 //      (iceTransportPolicy 'relay') reach the SFU through the built-in TURN server
 //      whose credentials the connect reply carries, and decode each other's video;
-//      without ICE servers such a page cannot connect at all.
+//      without ICE servers such a page cannot connect at all;
+//   5. H.264 simulcast (`videoCodec: 'h264'`): the viewer decodes H.264, and the size
+//      it shows the publisher at picks the layer (widths read from the SPS).
 //
 // Usage: node sdk.test.mjs <path to tandem binary>
 import { dirname, resolve } from 'node:path';
@@ -297,6 +299,55 @@ try {
   await sleep(8000);
   const strandedState = await stranded.evaluate(() => window.call.sfu?.connectionState ?? 'none');
   check('a relay-only page without ICE servers cannot reach the SFU (the relay is what carries the others)', strandedState !== 'connected', strandedState);
+
+  // ---- 5. H.264 simulcast -----------------------------------------------------------
+  const h264 = await startServer('policy = "sfu"\n');
+  await sdkPage(h264, 'hpub', 'h264', {
+    audio: false,
+    video: { width: 1280, height: 720, frameRate: 15 },
+    videoCodec: 'h264',
+    simulcast: [
+      { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 60000 },
+      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 150000 },
+      { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 600000 },
+    ],
+  });
+  const hview = await sdkPage(h264, 'hview', 'h264', { audio: false, video: false });
+  await hview.evaluate(() => {
+    const v = document.createElement('video');
+    v.autoplay = true;
+    v.muted = true;
+    v.style.width = '1280px';
+    document.body.append(v);
+    window.hvideo = v;
+  });
+  const hstate = () =>
+    hview.evaluate(async () => {
+      const pc = window.call.sfu?.pc;
+      if (!pc) return {};
+      const stats = [...(await pc.getStats()).values()];
+      const video = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0);
+      const codec = stats.find((s) => s.id === video?.codecId)?.mimeType;
+      return { width: video?.frameWidth || 0, frames: video?.framesDecoded || 0, codec };
+    });
+  const hup = await until(60000, async () => {
+    const st = await hstate();
+    return { ok: st.codec === 'video/H264' && st.width >= 640, st };
+  });
+  check('an H.264 simulcast track reaches the viewer and moves up with its estimate', hup.ok, hup.st);
+  await hview.evaluate(() => {
+    window.call.attach(window.hvideo, 'hpub');
+    window.hvideo.style.width = '160px';
+  });
+  const hdown = await until(30000, async () => {
+    const st = await hstate();
+    return { ok: st.codec === 'video/H264' && st.width === 320, st };
+  });
+  check('a small attached video gets the small H.264 layer (width from the SPS)', hdown.ok, hdown.st);
+  const before = (await hstate()).frames;
+  await sleep(2000);
+  const after = await hstate();
+  check('and keeps decoding it', after.frames > before && after.width === 320, { before, after });
 } catch (e) {
   crashed(e);
 } finally {

@@ -13,6 +13,7 @@ import { TandemError } from './errors.js';
 import { sendFile, acceptFileChannel, FILE_LABEL_PREFIX } from './files.js';
 import { peerStats } from './stats.js';
 import { SfuLeg } from './sfu.js';
+import { preferCodec } from './codecs.js';
 
 const SIGNAL_KIND = 'tandem-rtc';
 /** Mesh signals kept per participant while in SFU mode (replayed if the room goes back). */
@@ -150,6 +151,7 @@ export class Call extends Emitter {
       statsInterval: 2000,
       iceRestartDelayMs: 2500,
       simulcast: true,
+      videoCodec: null,
       migrationTimeoutMs: 8000,
       fileIdleMs: 15000,
       fileConnectTimeoutMs: 15000,
@@ -431,6 +433,14 @@ export class Call extends Emitter {
 
   // ---- peers -----------------------------------------------------------------
 
+  /** Puts `videoCodec` first on every video transceiver before an offer or answer. */
+  #preferVideoCodec(pc) {
+    if (!this.#opts.videoCodec) return;
+    for (const t of pc.getTransceivers()) {
+      if (t.receiver.track?.kind === 'video' && !t.stopped) preferCodec(t, this.#opts.videoCodec);
+    }
+  }
+
   #iceServers() {
     return this.#opts.iceServers || this.#room.client.iceServers || [];
   }
@@ -489,6 +499,7 @@ export class Call extends Emitter {
       if (!initiate && !peer.heardFrom) return; // answer first; tracks ride along in the answer
       try {
         peer.makingOffer = true;
+        this.#preferVideoCodec(pc);
         await pc.setLocalDescription();
         this.#signal(peer, { description: pc.localDescription.toJSON(), sources: this.#sources(), media: this.#mediaState() });
       } catch (err) {
@@ -794,6 +805,7 @@ export class Call extends Emitter {
         simulcast: this.#opts.simulcast,
         rtcConfig: this.#opts.rtcConfig,
         iceServers: () => this.#iceServers(),
+        videoCodec: this.#opts.videoCodec,
       });
       this.#leg = leg;
       leg.on('track', (t) => this.#onSfuTrack(t));
@@ -1177,6 +1189,7 @@ export class Call extends Emitter {
       if (peer.ignoreOffer) return;
       await pc.setRemoteDescription(d);
       if (d.type === 'offer') {
+        this.#preferVideoCodec(pc);
         await pc.setLocalDescription();
         this.#signal(peer, { description: pc.localDescription.toJSON(), sources: this.#sources(), media: this.#mediaState() });
       }

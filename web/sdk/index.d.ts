@@ -257,6 +257,12 @@ export interface CallOptions {
    * (lowest layer first, each with a `rid`).
    */
   simulcast?: boolean | RTCRtpEncodingParameters[];
+  /**
+   * Video codec to put first in every offer and answer (mesh and SFU), e.g. `'h264'`
+   * or `'video/VP8'`; the browser's other codecs stay as fallbacks. Default: the
+   * browser's order (VP8 in Chromium). Ignored when the browser lacks the codec.
+   */
+  videoCodec?: string | null;
   /** Longest wait for the new path to carry everything before the old one closes, ms (default 8000). */
   migrationTimeoutMs?: number;
   /** SFU mode: close a side connection for files after this long without a transfer, ms (default 15000). */

@@ -6,6 +6,7 @@
 // `call.js` maps what it reports (by participant sid) onto them.
 
 import { Emitter } from './emitter.js';
+import { preferCodec } from './codecs.js';
 
 /** Data channel labels on the SFU connection (relayed by label to everyone else). */
 export const SFU_CHANNELS = { reliable: 'chat', lossy: 'lossy' };
@@ -70,8 +71,9 @@ export class SfuLeg extends Emitter {
   /**
    * @param {import('./room.js').Room} room
    * @param {{simulcast?: boolean|RTCRtpEncodingParameters[], rtcConfig?: RTCConfiguration,
-   *   iceServers?: () => RTCIceServer[]}} opts  `iceServers` is asked at every (re)connect,
-   *   so fresh TURN credentials are used.
+   *   iceServers?: () => RTCIceServer[], videoCodec?: string}} opts  `iceServers` is asked
+   *   at every (re)connect, so fresh TURN credentials are used; `videoCodec` (e.g.
+   *   `h264`) goes first in the video offer.
    */
   constructor(room, opts = {}) {
     super();
@@ -272,6 +274,7 @@ export class SfuLeg extends Emitter {
         if (encodings) init.sendEncodings = encodings;
       }
       info.transceiver = this.pc.addTransceiver(track, init);
+      if (track.kind === 'video') preferCodec(info.transceiver, this.#opts.videoCodec);
     }
   }
 

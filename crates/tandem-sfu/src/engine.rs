@@ -7,7 +7,7 @@ use crate::config::SfuConfig;
 use crate::metrics::SfuMetrics;
 use crate::participant::{Ended, Out, OutState, Participant, RtcParams};
 use crate::router::{Pid, RouteError, Router, TrackId, TrackMeta};
-use crate::sdp::{parse_answer, parse_offer};
+use crate::sdp::{parse_answer, parse_offer, preferred_video_codec};
 use crate::simulcast::LayerSelector;
 use crate::speakers::SpeakerDetector;
 use crate::tcp::{self, TcpEvent};
@@ -369,11 +369,13 @@ impl Engine {
                     other => SfuError::BadSdp(format!("{other:?}")),
                 })?;
                 self.next_pid += 1;
+                let prefer_h264 = preferred_video_codec(sdp).as_deref() == Some("H264");
                 let participant = match Participant::new(
                     pid,
                     room.clone(),
                     sid.clone(),
                     &self.params,
+                    prefer_h264,
                     self.metrics.clone(),
                     now,
                 ) {

@@ -126,20 +126,27 @@ impl Participant {
         room: Arc<str>,
         sid: Arc<str>,
         params: &RtcParams,
+        prefer_h264: bool,
         metrics: Arc<SfuMetrics>,
         now: Instant,
     ) -> Result<Self, SfuError> {
         let built = catch_unwind(AssertUnwindSafe(|| {
-            let mut rtc = Rtc::builder()
+            let builder = Rtc::builder()
                 .set_crypto_provider(params.crypto.clone())
                 .set_ice_lite(true)
                 // Forward RTP packets as they are (see `rewrite`): no depacketizing
                 // into frames and packetizing again for every subscriber.
                 .set_rtp_mode(true)
                 .clear_codecs()
-                .enable_opus(true, false)
-                .enable_vp8(true)
-                .enable_h264(true)
+                .enable_opus(true, false);
+            // Answers list codecs in this order and browsers send the first one: the
+            // participant's own preference goes first (see `sdp::preferred_video_codec`).
+            let builder = if prefer_h264 {
+                builder.enable_h264(true).enable_vp8(true)
+            } else {
+                builder.enable_vp8(true).enable_h264(true)
+            };
+            let mut rtc = builder
                 // TWCC bandwidth estimation toward this participant (see `allocation`).
                 .enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_BWE_KBPS)))
                 .build(now);

@@ -77,6 +77,42 @@ pub fn sends_media(sdp: &str) -> bool {
     })
 }
 
+/// The video codec an offer prefers: the first of its sending video m-line's payload
+/// types that the SFU forwards (`VP8` or `H264`, as written in `a=rtpmap`). The
+/// SFU's answer lists codecs in its own order, and browsers send the answer's first
+/// codec, so the participant's `Rtc` is built with this one first.
+pub fn preferred_video_codec(sdp: &str) -> Option<String> {
+    let mut in_video = false;
+    let mut order: Vec<String> = Vec::new();
+    let mut names: Vec<(String, String)> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if in_video {
+                break;
+            }
+            let mut parts = rest.split_whitespace();
+            in_video = parts.next() == Some("video") && parts.next() != Some("0");
+            order = parts.skip(1).map(str::to_string).collect();
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:").filter(|_| in_video) {
+            let mut parts = rest.split_whitespace();
+            if let (Some(pt), Some(enc)) = (parts.next(), parts.next()) {
+                let name = enc
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                names.push((pt.to_string(), name));
+            }
+        }
+    }
+    order.iter().find_map(|pt| {
+        names
+            .iter()
+            .find(|(p, n)| p == pt && matches!(n.as_str(), "VP8" | "H264"))
+            .map(|(_, n)| n.clone())
+    })
+}
+
 impl Section {
     fn usable(&self) -> bool {
         self.codecs
@@ -138,6 +174,21 @@ mod tests {
              a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\n\
              a=sendonly\r\na=rtcp-mux\r\na=rtpmap:{pt} {codec}\r\n"
         )
+    }
+
+    #[test]
+    fn the_preferred_video_codec_is_the_first_forwardable_one() {
+        let video = "m=video 9 UDP/TLS/RTP/SAVPF 45 102 96\r\na=mid:1\r\n\
+                     a=rtpmap:96 VP8/90000\r\na=rtpmap:45 AV1/90000\r\n\
+                     a=rtpmap:102 H264/90000\r\n";
+        let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let sdp = offer(&format!("{audio}{video}"));
+        assert_eq!(preferred_video_codec(&sdp).as_deref(), Some("H264"));
+        let vp8_first = sdp.replace("45 102 96", "96 102");
+        assert_eq!(preferred_video_codec(&vp8_first).as_deref(), Some("VP8"));
+        assert_eq!(preferred_video_codec(&offer(audio)), None);
+        let rejected = sdp.replace("m=video 9", "m=video 0");
+        assert_eq!(preferred_video_codec(&rejected), None);
     }
 
     #[test]
