@@ -87,6 +87,27 @@ async function sdkPage(server, identity, room, callOpts) {
 
 const media = (page) => page.evaluate(() => window.media());
 
+/** q/h/f simulcast with small layer bitrates (kbit/s), so the loopback estimate reaches the top soon. */
+const smallLayers = (q, h, f) => [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: q * 1000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: h * 1000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: f * 1000 },
+];
+
+/** A receive-only SDK page with a 1280 px wide `window.video` element to attach to. */
+async function viewerPage(server, identity, room) {
+  const page = await sdkPage(server, identity, room, { audio: false, video: false });
+  await page.evaluate(() => {
+    const v = document.createElement('video');
+    v.autoplay = true;
+    v.muted = true;
+    v.style.width = '1280px';
+    document.body.append(v);
+    window.video = v;
+  });
+  return page;
+}
+
 /** Every page decodes growing video and receives audio from each of `others(i)`. */
 async function flowing(pages, names, want, deadline) {
   const before = await Promise.all(pages.map(media));
@@ -149,22 +170,9 @@ try {
   const pub = await sdkPage(fixed, 'pub', 'sim', {
     audio: false,
     video: { width: 1280, height: 720, frameRate: 15 },
-    // Small layer bitrates so the loopback bandwidth estimate reaches the top soon.
-    simulcast: [
-      { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 40000 },
-      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 100000 },
-      { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 600000 },
-    ],
+    simulcast: smallLayers(40, 100, 600),
   });
-  const viewer = await sdkPage(fixed, 'viewer', 'sim', { audio: false, video: false });
-  await viewer.evaluate(() => {
-    const v = document.createElement('video');
-    v.autoplay = true;
-    v.muted = true;
-    v.style.width = '1280px';
-    document.body.append(v);
-    window.video = v;
-  });
+  const viewer = await viewerPage(fixed, 'viewer', 'sim');
   const width = async () => (await media(viewer)).peers.pub?.width ?? 0;
   const up = await until(60000, async () => ({ ok: (await width()) >= 640, w: await width() }));
   check('the viewer moves up from the q layer with its bandwidth estimate', up.ok, up);
@@ -306,21 +314,9 @@ try {
     audio: false,
     video: { width: 1280, height: 720, frameRate: 15 },
     videoCodec: 'h264',
-    simulcast: [
-      { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 60000 },
-      { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 150000 },
-      { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 600000 },
-    ],
+    simulcast: smallLayers(60, 150, 600),
   });
-  const hview = await sdkPage(h264, 'hview', 'h264', { audio: false, video: false });
-  await hview.evaluate(() => {
-    const v = document.createElement('video');
-    v.autoplay = true;
-    v.muted = true;
-    v.style.width = '1280px';
-    document.body.append(v);
-    window.hvideo = v;
-  });
+  const hview = await viewerPage(h264, 'hview', 'h264');
   const hstate = () =>
     hview.evaluate(async () => {
       const pc = window.call.sfu?.pc;
@@ -336,8 +332,8 @@ try {
   });
   check('an H.264 simulcast track reaches the viewer and moves up with its estimate', hup.ok, hup.st);
   await hview.evaluate(() => {
-    window.call.attach(window.hvideo, 'hpub');
-    window.hvideo.style.width = '160px';
+    window.call.attach(window.video, 'hpub');
+    window.video.style.width = '160px';
   });
   const hdown = await until(30000, async () => {
     const st = await hstate();
