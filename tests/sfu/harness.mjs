@@ -47,7 +47,7 @@ export async function until(deadlineMs, fn, intervalMs = 300) {
 /**
  * `tandem serve` on 127.0.0.1 with the SFU on an ephemeral port, `sfuExtra` added to
  * its `[sfu]` section and `extra` (other sections) after it. Returns
- * `{addr, token(identity), metrics(), stop()}`.
+ * `{addr, token(identity, ttl = '1h'), metrics(), stop()}`.
  */
 export async function startServer(tandem, { key, secret, sfuExtra = '', extra = '', webDir } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-sfu-test-'));
@@ -71,8 +71,10 @@ export async function startServer(tandem, { key, secret, sfuExtra = '', extra = 
     });
     proc.on('exit', (code) => fail(new Error(`tandem exited with ${code}`)));
   });
-  const token = (identity) =>
-    execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*']).toString().trim();
+  const token = (identity, ttl = '1h') =>
+    execFileSync(tandem, ['token', '--config', configPath, '--identity', identity, '--room', '*', '--ttl', ttl])
+      .toString()
+      .trim();
   const stop = () => {
     proc.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });

@@ -12,8 +12,10 @@
 //      on the reliable and the lossy channel, and `to` reaches only its addressee;
 //   4. an SFU call relayed through Tandem's TURN: pages limited to relay candidates
 //      (iceTransportPolicy 'relay') reach the SFU through the built-in TURN server
-//      whose credentials the connect reply carries, and decode each other's video;
-//      without ICE servers such a page cannot connect at all;
+//      whose credentials the connect reply carries, and decode each other's video
+//      over a `relay` candidate pair; the TURN counters show the allocations and
+//      the bytes both ways; a token refresh hands the open SFU connection fresh
+//      TURN credentials; without ICE servers such a page cannot connect at all;
 //   5. H.264 simulcast (`videoCodec: 'h264'`): the viewer decodes H.264, and the size
 //      it shows the publisher at picks the layer (widths read from the SPS).
 //
@@ -40,9 +42,14 @@ const browser = await launchChromium([
   '--disable-renderer-backgrounding',
 ]);
 
-/** An SDK page joined to `room` as `identity`, with `window.call` from `callOpts`. */
-async function sdkPage(server, identity, room, callOpts) {
+/**
+ * An SDK page joined to `room` as `identity`, with `window.call` from `callOpts`.
+ * With `ttl` its client gets a token function minting tokens that short-lived, so
+ * the SDK refreshes them (`window.refreshes` counts it).
+ */
+async function sdkPage(server, identity, room, callOpts, { ttl } = {}) {
   const context = await browser.newContext();
+  if (ttl) await context.exposeFunction('mintToken', () => server.token(identity, ttl));
   const page = await context.newPage();
   page.on('console', (m) => {
     if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) console.log(`# ${identity}: ${m.text()}`);
@@ -50,9 +57,11 @@ async function sdkPage(server, identity, room, callOpts) {
   page.on('pageerror', (e) => console.log(`# ${identity} page error: ${e.message}`));
   await page.goto(`http://${server.addr}/healthz`);
   await page.evaluate(
-    async ([token, room, callOpts]) => {
+    async ([token, room, callOpts, renew]) => {
       const T = await import('/sdk/index.js');
-      window.client = await T.connect(location.origin, token);
+      window.client = await T.connect(location.origin, renew ? () => window.mintToken() : token);
+      window.refreshes = 0;
+      window.client.on('refreshed', () => window.refreshes++);
       window.room = await window.client.join(room);
       window.got = { data: [], removed: [], modes: [] };
       window.call = await window.room.call(callOpts);
@@ -80,7 +89,7 @@ async function sdkPage(server, identity, room, callOpts) {
         return { mode: window.call.mode, roomMode: window.room.mediaMode, sfu: !!window.call.sfu, peers: out };
       };
     },
-    [server.token(identity), room, callOpts],
+    [server.token(identity), room, callOpts, !!ttl],
   );
   return page;
 }
@@ -272,37 +281,63 @@ try {
       'relay_bind_ip = "127.0.0.1"\nsecret = "sdk-sfu-turn-test-secret"\n',
   );
   const relayOnly = { audio: true, video: { width: 320, height: 240, frameRate: 15 }, simulcast: false, rtcConfig: { iceTransportPolicy: 'relay' } };
-  const rp = [await sdkPage(relayed, 'r0', 'relay', relayOnly), await sdkPage(relayed, 'r1', 'relay', relayOnly)];
-  const viaRelay = await until(30000, async () => {
-    const now = await Promise.all(rp.map((p) => media(p)));
-    const ok = now.every((s, i) => {
-      const other = s.peers[i === 0 ? 'r1' : 'r0'];
-      return s.mode === 'sfu' && other?.via === 'sfu' && other.frames > 5 && other.audio > 5;
-    });
-    return { ok, now };
-  });
-  check("relay-only pages decode each other's video and audio via the SFU", viaRelay.ok, viaRelay.now);
+  // r0's tokens live 10 s, so its SDK refreshes them (and the TURN credentials) mid-call.
+  const rp = [await sdkPage(relayed, 'r0', 'relay', relayOnly, { ttl: '10s' }), await sdkPage(relayed, 'r1', 'relay', relayOnly)];
+  const viaRelay = await flowing(rp, ['r0', 'r1'], 'sfu', 45000);
+  check("relay-only pages decode each other's video (framesDecoded growing) and receive audio via the SFU", viaRelay.ok && viaRelay.now.every((s) => s.mode === 'sfu'), viaRelay.now);
   const candidates = await Promise.all(
     rp.map((p) =>
       p.evaluate(async () => {
-        const stats = [...(await window.call.sfu.pc.getStats()).values()];
+        const pc = window.call.sfu?.pc;
+        const stats = pc ? [...(await pc.getStats()).values()] : [];
         const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
         const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
         const local = stats.find((s) => s.id === pair?.localCandidateId);
-        return { local: local?.candidateType, url: local?.url, servers: window.client.iceServers.length };
+        const remote = stats.find((s) => s.id === pair?.remoteCandidateId);
+        const turnUrls = window.client.iceServers.flatMap((s) => [].concat(s.urls)).filter((u) => u.startsWith('turn'));
+        return { local: local?.candidateType, url: local?.url, remote: remote?.candidateType, turnUrls };
       }),
     ),
   );
-  check('their SFU connection runs over a relay candidate of Tandem\'s TURN', candidates.every((c) => c.local === 'relay' && c.servers > 0), candidates);
+  check(
+    "their SFU connection runs over a relay candidate of Tandem's TURN to the SFU's host candidate",
+    candidates.every((c) => c.local === 'relay' && c.turnUrls.includes(c.url) && c.remote === 'host'),
+    candidates,
+  );
   const turnMetrics = await relayed.metrics();
-  const counter = (name) =>
-    [...turnMetrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+  const counter = (name, labels = '') =>
+    [...turnMetrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\d+)`, 'gm'))]
+      .filter((m) => (m[1] || '').includes(labels))
+      .reduce((a, m) => a + Number(m[2]), 0);
   const turnCounts = {
     allocations: counter('tandem_turn_allocations_total'),
-    relayed: counter('tandem_turn_relayed_bytes_total'),
+    toSfu: counter('tandem_turn_relayed_bytes_total', 'to_peer'),
+    fromSfu: counter('tandem_turn_relayed_bytes_total', 'to_client'),
     denied: counter('tandem_turn_denied_peer_total'),
   };
-  check('the TURN server allocated relays and carried the media', turnCounts.allocations >= 2 && turnCounts.relayed > 20000, turnCounts);
+  check(
+    'the TURN server allocated the relays and carried the media both ways, never refusing the SFU',
+    turnCounts.allocations >= 2 && turnCounts.toSfu > 20000 && turnCounts.fromSfu > 20000 && turnCounts.denied === 0,
+    turnCounts,
+  );
+  // A token refresh brings new TURN credentials (the REST username carries their
+  // expiry): the open SFU connection is handed them, and media keeps flowing.
+  const before = await rp[0].evaluate(() => {
+    window.sfuPc = window.call.sfu?.pc;
+    return { refreshes: window.refreshes, username: window.sfuPc?.getConfiguration().iceServers.find((s) => s.username)?.username };
+  });
+  const renewed = await until(25000, async () => {
+    const s = await rp[0].evaluate(() => ({
+      refreshes: window.refreshes,
+      samePc: !!window.sfuPc && window.call.sfu?.pc === window.sfuPc,
+      pc: window.sfuPc?.getConfiguration().iceServers.find((s) => s.username)?.username,
+      client: window.client.iceServers.find((s) => s.username)?.username,
+    }));
+    return { ok: s.refreshes > before.refreshes && s.samePc && s.pc === s.client && s.pc !== before.username, before, s };
+  });
+  check('a token refresh hands the open SFU connection the fresh TURN credentials', renewed.ok, renewed);
+  const afterRefresh = await flowing(rp, ['r0', 'r1'], 'sfu', 30000);
+  check('media keeps flowing through the relay after the refresh', afterRefresh.ok, afterRefresh.now);
   const stranded = await sdkPage(relayed, 'r2', 'relay', { ...relayOnly, iceServers: [] });
   await sleep(8000);
   const strandedState = await stranded.evaluate(() => window.call.sfu?.connectionState ?? 'none');

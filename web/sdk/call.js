@@ -195,6 +195,8 @@ export class Call extends Emitter {
       room.on('removed', () => this.close()),
       room.on('mediaMode', (mode) => this.#mediaReady && this.#setMode(mode)),
       room.on('_sfu', (msg) => this.#leg?._onPush(msg)),
+      // A token refresh brings fresh TURN credentials in its reply.
+      room.client.on('refreshed', () => this.#useFreshIceServers()),
     );
     if (this.#opts.localStream) this.localStream = this.#opts.localStream;
     else if (this.#opts.audio || this.#opts.video) this.localStream = await this.#acquire(this.#opts.audio, this.#opts.video);
@@ -445,6 +447,22 @@ export class Call extends Emitter {
     return this.#opts.iceServers || this.#room.client.iceServers || [];
   }
 
+  /**
+   * New ICE servers from the server (a reconnect or a token refresh carries fresh
+   * TURN credentials): every open connection takes them for its next gathering (an
+   * ICE restart), so a restart late in a long call does not use expired ones.
+   */
+  #useFreshIceServers() {
+    const iceServers = this.#iceServers();
+    for (const peer of this.peers.values()) {
+      if (peer.closed || !peer.pc) continue;
+      try {
+        peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
+      } catch {}
+    }
+    this.#leg?.useIceServers();
+  }
+
   /** The Peer for `identity`, created (and announced with `peerJoined`) if needed. */
   #peerFor(identity, sid) {
     let peer = this.peers.get(identity);
@@ -632,14 +650,12 @@ export class Call extends Emitter {
   }
 
   #onRoomReconnected() {
-    // The server ended our SFU session with the old socket: start a new one.
+    // The server ended our SFU session with the old socket: start a new one (its
+    // connection is built with the fresh ICE servers).
     this.#leg?.restart();
-    const iceServers = this.#iceServers();
+    this.#useFreshIceServers();
     for (const peer of this.peers.values()) {
       if (peer.closed || !peer.pc) continue;
-      try {
-        peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers });
-      } catch {}
       const queued = peer.outbox;
       peer.outbox = [];
       for (const data of queued) this.#signal(peer, data);

@@ -241,9 +241,17 @@ export interface CallOptions {
   video?: boolean | MediaTrackConstraints;
   /** Use this stream instead of calling getUserMedia (e.g. a lobby preview). */
   localStream?: MediaStream | null;
-  /** Overrides the server's ICE servers. */
+  /**
+   * Overrides the server's ICE servers (`client.iceServers`: Tandem's TURN with
+   * fresh credentials, renewed on reconnect and token refresh). Used by the mesh
+   * connections and the SFU connection alike.
+   */
   iceServers?: IceServer[] | null;
-  /** Extra RTCConfiguration fields. */
+  /**
+   * Extra RTCConfiguration fields for every connection of the call, mesh and SFU
+   * (e.g. `{iceTransportPolicy: 'relay'}` to send everything through TURN).
+   * Its `iceServers` is ignored: pass `iceServers` instead.
+   */
   rtcConfig?: RTCConfiguration;
   /** How long a peer that lost its server connection is kept, ms (default 8000). */
   peerGraceMs?: number;

@@ -195,6 +195,19 @@ export class SfuLeg extends Emitter {
     }
   }
 
+  /**
+   * Gives the open connection the current ICE servers (fresh TURN credentials after
+   * a token refresh). It keeps the relay it has; the new ones count from its next
+   * gathering, and a restart builds a new connection with them anyway.
+   */
+  useIceServers() {
+    const pc = this.pc;
+    if (!pc || this.closed) return;
+    try {
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.#opts.iceServers() });
+    } catch {}
+  }
+
   /** A new connection and session (after `sfu_closed` or a WebSocket reconnect). */
   restart() {
     if (this.closed) return Promise.resolve();

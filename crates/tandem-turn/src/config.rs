@@ -67,7 +67,9 @@ pub struct TurnConfig {
     /// Extra peer addresses (CIDRs) to refuse.
     pub denied_peer_ips: Vec<String>,
     /// Not read from the file: `tandem serve` sets the SFU's UDP candidate
-    /// addresses here, which relays may always reach (see [`PeerPolicy`]).
+    /// addresses here. UDP relays may always reach these exact IP:port pairs, and
+    /// nothing else at their IPs that the lists and defaults refuse
+    /// (see [`crate::policy::PeerScope`]).
     #[serde(skip)]
     pub own_media_addrs: Vec<SocketAddr>,
 }

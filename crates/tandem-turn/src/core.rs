@@ -14,7 +14,7 @@ use crate::auth::{AuthError, Authenticator, Key, NonceCheck, NonceIssuer};
 use crate::config::TurnConfig;
 use crate::message::{self as m, attr, Builder, ChannelData, Class, Message};
 use crate::metrics::Metrics;
-use crate::policy::PeerPolicy;
+use crate::policy::{PeerPolicy, PeerScope};
 
 /// RFC 8656 permission lifetime.
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -156,12 +156,18 @@ impl Bucket {
     }
 }
 
+/// A permission for one peer IP (RFC 8656 §9).
+struct Permission {
+    expires: Instant,
+    scope: PeerScope,
+}
+
 struct Allocation {
     five: FiveTuple,
     username: String,
     relay: SocketAddr,
     expires: Instant,
-    perms: HashMap<IpAddr, Instant>,
+    perms: HashMap<IpAddr, Permission>,
     channels: HashMap<u16, Channel>,
     peer_channel: HashMap<SocketAddr, u16>,
     alloc_tid: [u8; 12],
@@ -172,8 +178,20 @@ struct Allocation {
 }
 
 impl Allocation {
-    fn permitted(&self, ip: IpAddr, now: Instant) -> bool {
-        self.perms.get(&ip).is_some_and(|e| *e > now)
+    /// Does a live permission cover `peer`? Permissions are per IP, except one
+    /// granted through the own-media exception: it covers those exact addresses.
+    fn permitted(&self, peer: SocketAddr, policy: &PeerPolicy, now: Instant) -> bool {
+        self.perms.get(&peer.ip()).is_some_and(|p| {
+            p.expires > now && (p.scope == PeerScope::AnyPort || policy.is_own_media(peer))
+        })
+    }
+
+    /// Installs or refreshes the permission for `peer`'s IP. The scope of an IP is
+    /// the same whichever of its ports was asked for (the policy is per IP, the
+    /// exception only ever narrows an IP the policy refuses).
+    fn permit(&mut self, peer: SocketAddr, scope: PeerScope, now: Instant) {
+        let expires = now + PERMISSION_LIFETIME;
+        self.perms.insert(peer.ip(), Permission { expires, scope });
     }
 }
 
@@ -310,7 +328,7 @@ impl Core {
         let Some(a) = self.allocs.get_mut(&alloc) else {
             return;
         };
-        if a.expires <= now || !a.permitted(peer.ip(), now) {
+        if a.expires <= now || !a.permitted(peer, &self.cfg.policy, now) {
             return;
         }
         if !a.down.take(now, data.len(), self.cfg.bandwidth) {
@@ -382,7 +400,7 @@ impl Core {
             keep
         });
         for a in self.allocs.values_mut() {
-            a.perms.retain(|_, e| *e > now);
+            a.perms.retain(|_, p| p.expires > now);
             let mut gone = Vec::new();
             a.channels.retain(|n, c| {
                 let keep = c.expires > now;
@@ -886,22 +904,29 @@ impl Core {
         );
     }
 
-    /// Decodes and vets one XOR-PEER-ADDRESS: `Err(code)` on failure.
+    /// Decodes and vets one XOR-PEER-ADDRESS for allocation `id`: the peer and how
+    /// far a permission for it reaches, or `Err(code)`.
     fn peer_address(
         &self,
         msg: &Message,
         value: &[u8],
-        relay: SocketAddr,
-    ) -> Result<SocketAddr, u16> {
+        id: AllocId,
+    ) -> Result<(SocketAddr, PeerScope), u16> {
+        let a = &self.allocs[&id];
         let peer = msg.xor_address(value).ok_or(400u16)?;
-        if peer.is_ipv4() != relay.is_ipv4() {
+        if peer.is_ipv4() != a.relay.is_ipv4() {
             return Err(443);
         }
-        if !self.cfg.policy.permits_peer(peer) {
-            Metrics::inc(&self.metrics.denied_peers);
-            return Err(403);
+        match self.cfg.policy.scope(peer) {
+            Some(PeerScope::AnyPort) => Ok((peer, PeerScope::AnyPort)),
+            // The SFU exception is for UDP relays, which is what browsers allocate;
+            // an RFC 6062 TCP relay has no use for it.
+            Some(PeerScope::OwnMediaOnly) if !a.tcp => Ok((peer, PeerScope::OwnMediaOnly)),
+            _ => {
+                Metrics::inc(&self.metrics.denied_peers);
+                Err(403)
+            }
         }
-        Ok(peer)
     }
 
     fn create_permission(
@@ -913,15 +938,14 @@ impl Core {
         key: &Key,
         out: &mut Vec<Output>,
     ) {
-        let relay = self.allocs[&id].relay;
         let mut peers = Vec::new();
         for a in msg
             .attrs()
             .iter()
             .filter(|a| a.typ == attr::XOR_PEER_ADDRESS)
         {
-            match self.peer_address(msg, a.value, relay) {
-                Ok(p) => peers.push(p.ip()),
+            match self.peer_address(msg, a.value, id) {
+                Ok(p) => peers.push(p),
                 Err(code) => return self.error(five, msg, code, Some(key), out),
             }
         }
@@ -929,8 +953,8 @@ impl Core {
             return self.error(five, msg, 400, Some(key), out);
         }
         let a = self.allocs.get_mut(&id).expect("checked");
-        for ip in peers {
-            a.perms.insert(ip, now + PERMISSION_LIFETIME);
+        for (peer, scope) in peers {
+            a.permit(peer, scope, now);
             Metrics::inc(&self.metrics.permissions_created);
         }
         self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
@@ -945,7 +969,6 @@ impl Core {
         key: &Key,
         out: &mut Vec<Output>,
     ) {
-        let relay = self.allocs[&id].relay;
         if self.allocs[&id].tcp {
             // Channels are for UDP relays only (RFC 6062 §5.3).
             return self.error(five, msg, 400, Some(key), out);
@@ -960,7 +983,7 @@ impl Core {
         let Some(pv) = msg.get(attr::XOR_PEER_ADDRESS) else {
             return self.error(five, msg, 400, Some(key), out);
         };
-        let peer = match self.peer_address(msg, pv, relay) {
+        let (peer, scope) = match self.peer_address(msg, pv, id) {
             Ok(p) => p,
             Err(code) => return self.error(five, msg, code, Some(key), out),
         };
@@ -983,7 +1006,7 @@ impl Core {
             },
         );
         a.peer_channel.insert(peer, channel);
-        a.perms.insert(peer.ip(), now + PERMISSION_LIFETIME);
+        a.permit(peer, scope, now);
         Metrics::inc(&self.metrics.channels_bound);
         self.reply(five, msg, Class::Success, Some(key), |_| {}, out);
     }
@@ -1003,11 +1026,10 @@ impl Core {
         if !a.tcp {
             return self.error(five, msg, 400, Some(key), out);
         }
-        let relay = a.relay;
         let Some(pv) = msg.get(attr::XOR_PEER_ADDRESS) else {
             return self.error(five, msg, 400, Some(key), out);
         };
-        let peer = match self.peer_address(msg, pv, relay) {
+        let (peer, scope) = match self.peer_address(msg, pv, id) {
             Ok(p) => p,
             Err(code) => return self.error(five, msg, code, Some(key), out),
         };
@@ -1033,7 +1055,7 @@ impl Core {
             },
         );
         let a = self.allocs.get_mut(&id).expect("checked");
-        a.perms.insert(peer.ip(), now + PERMISSION_LIFETIME);
+        a.permit(peer, scope, now);
         out.push(Output::ConnectPeer {
             alloc: id,
             conn,
@@ -1097,7 +1119,7 @@ impl Core {
         out: &mut Vec<Output>,
     ) -> Option<ConnId> {
         let a = self.allocs.get(&alloc)?;
-        if !a.tcp || a.expires <= now || !a.permitted(peer.ip(), now) {
+        if !a.tcp || a.expires <= now || !a.permitted(peer, &self.cfg.policy, now) {
             return None;
         }
         let open = self
@@ -1191,7 +1213,7 @@ impl Core {
             return;
         };
         let a = self.allocs.get_mut(&id).expect("indexed");
-        if a.expires <= now || !a.permitted(peer.ip(), now) {
+        if a.expires <= now || !a.permitted(peer, &self.cfg.policy, now) {
             return;
         }
         if !a.up.take(now, data.len(), self.cfg.bandwidth) {

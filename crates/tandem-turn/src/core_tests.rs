@@ -773,6 +773,71 @@ fn send_indication_and_data_indication_need_a_live_permission() {
     assert_eq!(h.metrics().bytes_to_client.load(Relaxed), 4);
 }
 
+/// `tandem serve` lets relays reach its SFU (`own_media_addrs`): that exact IP and
+/// port, for permissions, channels and data both ways; never another port on the
+/// same IP, although permissions are otherwise per IP.
+#[test]
+fn own_media_exception_reaches_only_the_exact_address() {
+    let sfu = addr("127.0.0.1:7882");
+    let mut c = cfg();
+    c.own_media_addrs = vec![sfu, addr("10.1.2.3:7882")];
+    c.denied_peer_ips = vec!["10.0.0.0/8".into()];
+    let mut h = H::with(c);
+    let f = five(1);
+    let id = h.allocate(f, "alice", "alicepw");
+    let permit = |p: &str| Req::new(m::CREATE_PERMISSION).peer(addr(p));
+    for denied in [
+        "127.0.0.1:7883",
+        "127.0.0.2:7882",
+        "10.1.2.4:7882",
+        "10.1.2.3:22",
+    ] {
+        let code = h.ask_auth(f, &permit(denied), "alice", "alicepw").code();
+        assert_eq!(code, Some(403), "{denied}");
+    }
+    for allowed in ["127.0.0.1:7882", "10.1.2.3:7882"] {
+        let resp = h.ask_auth(f, &permit(allowed), "alice", "alicepw");
+        assert!(resp.is_success(), "{allowed}: {:?}", resp.code());
+    }
+    let send = |to: SocketAddr| {
+        let mut r = Req::new(m::SEND).peer(to).attr(attr::DATA, b"media");
+        r.class = Class::Indication;
+        r.encode(None)
+    };
+    // The permission for 127.0.0.1 carries data to and from the SFU port only.
+    assert!(matches!(
+        &h.feed(f, &send(sfu))[..],
+        [Output::ToPeer { peer, .. }] if *peer == sfu
+    ));
+    for other in ["127.0.0.1:22", "127.0.0.1:7883", "10.1.2.3:53"] {
+        assert!(h.feed(f, &send(addr(other))).is_empty(), "send to {other}");
+        assert!(
+            h.peer_data(id, addr(other), b"x").is_empty(),
+            "from {other}"
+        );
+    }
+    assert_eq!(h.peer_data(id, sfu, b"back").len(), 1);
+    // Channels: only to the exact address, and binding one opens nothing more.
+    let bind = |n: u16, p: &str| Req::new(m::CHANNEL_BIND).channel(n).peer(addr(p));
+    let code = h
+        .ask_auth(f, &bind(0x4000, "127.0.0.1:7883"), "alice", "alicepw")
+        .code();
+    assert_eq!(code, Some(403));
+    assert!(h
+        .ask_auth(f, &bind(0x4001, "127.0.0.1:7882"), "alice", "alicepw")
+        .is_success());
+    assert!(h.feed(f, &send(addr("127.0.0.1:7883"))).is_empty());
+    assert!(h.peer_data(id, addr("127.0.0.1:7883"), b"x").is_empty());
+    assert_eq!(h.metrics().packets_to_peer.load(Relaxed), 1);
+    assert_eq!(h.metrics().packets_to_client.load(Relaxed), 1);
+    // The exception is for UDP relays (what browsers allocate), not RFC 6062 ones.
+    let control = tcp_five(9);
+    tcp_allocate(&mut h, control);
+    let connect = Req::new(m::CONNECT).peer(sfu);
+    let code = h.ask_auth(control, &connect, "alice", "alicepw").code();
+    assert_eq!(code, Some(403));
+}
+
 // ---- channels ---------------------------------------------------------------
 
 #[test]

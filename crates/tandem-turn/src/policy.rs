@@ -7,7 +7,9 @@
 //! IPv6 addresses are checked as the IPv4 address they carry. An explicit
 //! allow-list of CIDRs overrides the default; an explicit deny-list adds to it.
 //! The exact addresses of the server's own SFU are always allowed (the SFU is
-//! reachable through the relay even when it listens on a private address).
+//! reachable through the relay even when it listens on a private address), and
+//! only those: a permission granted through that exception covers the SFU's port,
+//! not every port of its IP as TURN permissions otherwise do ([`PeerScope`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -125,19 +127,38 @@ pub struct PeerPolicy {
     pub own_media: Vec<SocketAddr>,
 }
 
+/// How much of a peer's IP an allowed peer address opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerScope {
+    /// The policy permits the IP: a permission covers all its ports (RFC 8656 §9).
+    AnyPort,
+    /// Only the server's own media addresses at this IP: every packet's port must
+    /// be one of them, or the exception would open the whole (private) host.
+    OwnMediaOnly,
+}
+
 impl PeerPolicy {
-    /// May the server relay to `peer`? Its own media addresses always; otherwise as
-    /// [`PeerPolicy::permits`] decides for the IP.
-    pub fn permits_peer(&self, peer: SocketAddr) -> bool {
-        let (ip, port) = (canonical(peer.ip()), peer.port());
-        if self
-            .own_media
-            .iter()
-            .any(|m| canonical(m.ip()) == ip && m.port() == port)
-        {
-            return true;
+    /// May the server relay to `peer`, and how far does a permission for it reach?
+    /// `None` refuses it. An IP the policy permits gets [`PeerScope::AnyPort`];
+    /// otherwise one of the server's own media addresses gets
+    /// [`PeerScope::OwnMediaOnly`], even on a denied IP (that port is the SFU,
+    /// which every client may send to anyway).
+    pub fn scope(&self, peer: SocketAddr) -> Option<PeerScope> {
+        if self.permits(peer.ip()) {
+            Some(PeerScope::AnyPort)
+        } else if self.is_own_media(peer) {
+            Some(PeerScope::OwnMediaOnly)
+        } else {
+            None
         }
-        self.permits(ip)
+    }
+
+    /// Is `peer` exactly one of the server's own media addresses?
+    pub fn is_own_media(&self, peer: SocketAddr) -> bool {
+        let ip = canonical(peer.ip());
+        self.own_media
+            .iter()
+            .any(|m| m.port() == peer.port() && canonical(m.ip()) == ip)
     }
 
     /// May the server relay to `ip`? The allow-list wins over everything.
@@ -204,6 +225,7 @@ mod tests {
 
     #[test]
     fn own_media_addresses_are_exact_exceptions() {
+        use PeerScope::{AnyPort, OwnMediaOnly};
         let p = PeerPolicy {
             deny: vec!["10.0.0.0/8".parse().unwrap()],
             own_media: vec![
@@ -212,28 +234,42 @@ mod tests {
             ],
             ..Default::default()
         };
-        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(p.permits_peer(addr("127.0.0.1:7882")));
-        assert!(
-            p.permits_peer(addr("[::ffff:127.0.0.1]:7882")),
-            "mapped IPv4"
+        let scope = |s: &str| p.scope(s.parse().unwrap());
+        assert_eq!(scope("127.0.0.1:7882"), Some(OwnMediaOnly));
+        assert_eq!(
+            scope("[::ffff:127.0.0.1]:7882"),
+            Some(OwnMediaOnly),
+            "mapped"
         );
-        assert!(
-            p.permits_peer(addr("10.1.2.3:7882")),
-            "wins over the deny list"
-        );
-        assert!(!p.permits_peer(addr("127.0.0.1:7883")), "another port");
-        assert!(!p.permits_peer(addr("127.0.0.1:22")));
-        assert!(
-            !p.permits_peer(addr("127.0.0.2:7882")),
-            "another loopback IP"
-        );
-        assert!(!p.permits_peer(addr("10.1.2.3:80")));
-        assert!(!p.permits_peer(addr("192.168.1.1:7882")));
-        assert!(
-            p.permits_peer(addr("9.9.9.9:7883")),
+        // An explicit deny range covering the SFU does not cut it off: that one
+        // port is the SFU, which clients reach directly anyway.
+        assert_eq!(scope("10.1.2.3:7882"), Some(OwnMediaOnly), "deny list");
+        for refused in [
+            "127.0.0.1:7883",
+            "127.0.0.1:7881",
+            "127.0.0.1:22",
+            "127.0.0.2:7882",
+            "10.1.2.3:80",
+            "10.1.2.4:7882",
+            "192.168.1.1:7882",
+        ] {
+            assert_eq!(scope(refused), None, "{refused}");
+        }
+        assert_eq!(
+            scope("9.9.9.9:7883"),
+            Some(AnyPort),
             "public peers as before"
         );
+        // The exception never narrows what the lists open: an allowed IP stays
+        // open on every port, SFU port included.
+        let open = PeerPolicy {
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+            ..p.clone()
+        };
+        let scope = |s: &str| open.scope(s.parse().unwrap());
+        assert_eq!(scope("127.0.0.1:7882"), Some(AnyPort));
+        assert_eq!(scope("127.0.0.1:22"), Some(AnyPort));
+        assert_eq!(scope("127.0.0.2:7882"), None);
     }
 
     #[test]
