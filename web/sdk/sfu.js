@@ -7,6 +7,7 @@
 
 import { Emitter } from './emitter.js';
 import { preferCodec } from './codecs.js';
+import { backoffDelay } from './backoff.js';
 
 /** Data channel labels on the SFU connection (relayed by label to everyone else). */
 export const SFU_CHANNELS = { reliable: 'chat', lossy: 'lossy' };
@@ -63,6 +64,9 @@ export class SfuLeg extends Emitter {
   #chain = Promise.resolve();
   #ownOfferPending = false;
   #generation = 0;
+  /** Failed connections in a row, and the pending delayed restart (see `#restartAfterFailure`). */
+  #failures = 0;
+  #retryTimer = null;
   /** mid → simulcast rids the server last asked this publisher to send (`sfu_layers`). */
   #wantedLayers = new Map();
   /** Sender parameter changes run one at a time (getParameters/setParameters pairs). */
@@ -162,6 +166,7 @@ export class SfuLeg extends Emitter {
   close({ leave = true } = {}) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.#retryTimer);
     this.#teardown();
     if (leave && this.#room.state === 'joined') this.#room.client.request('sfu_leave', { room: this.#room.name }).catch(() => {});
     this.emit('state', 'closed');
@@ -184,7 +189,7 @@ export class SfuLeg extends Emitter {
       }
       case 'sfu_closed':
         // ICE/DTLS timed out or the server lost us: start a fresh session.
-        this.restart();
+        this.#restartAfterFailure();
         return;
       case 'active_speakers':
         this.emit('speakers', msg.speakers || []);
@@ -210,9 +215,25 @@ export class SfuLeg extends Emitter {
 
   /** A new connection and session (after `sfu_closed` or a WebSocket reconnect). */
   restart() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
     if (this.closed) return Promise.resolve();
     this.#teardown();
     return this.#negotiate(() => this.#connect());
+  }
+
+  /**
+   * A restart after the connection failed, delayed with backoff while failures
+   * repeat (a path that cannot work — no reachable relay, say — would otherwise
+   * make a new connection, and a new TURN allocation, many times a second).
+   */
+  #restartAfterFailure() {
+    if (this.closed || this.#retryTimer) return;
+    const delay = backoffDelay(this.#failures++, { min: 500, max: 15000 });
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.restart();
+    }, delay);
   }
 
   // ---- internals -------------------------------------------------------------
@@ -255,7 +276,8 @@ export class SfuLeg extends Emitter {
       if (this.pc !== pc) return;
       this.emit('state', pc.connectionState);
       // The server notices too (sfu_closed), but only after its ICE timeout.
-      if (pc.connectionState === 'failed') this.restart();
+      if (pc.connectionState === 'failed') this.#restartAfterFailure();
+      if (pc.connectionState === 'connected') this.#failures = 0;
     };
     pc.ontrack = (ev) => {
       if (this.pc !== pc) return;
