@@ -375,10 +375,10 @@ try {
     return { ok: st.codec === 'video/H264' && st.width === 320, st };
   });
   check('a small attached video gets the small H.264 layer (width from the SPS)', hdown.ok, hdown.st);
-  const before = (await hstate()).frames;
+  const decodedBefore = (await hstate()).frames;
   await sleep(2000);
-  const after = await hstate();
-  check('and keeps decoding it', after.frames > before && after.width === 320, { before, after });
+  const decodedAfter = await hstate();
+  check('and keeps decoding it', decodedAfter.frames > decodedBefore && decodedAfter.width === 320, { decodedBefore, decodedAfter });
 } catch (e) {
   crashed(e);
 } finally {
