@@ -39,7 +39,7 @@ pub fn parse_offer(sdp: &str, max: usize) -> Result<SdpOffer, SfuError> {
     if !media.is_empty() && !media.iter().any(|s| s.usable()) {
         let offered: Vec<&str> = media
             .iter()
-            .flat_map(|s| s.codecs.iter().map(String::as_str))
+            .flat_map(|s| s.codecs.iter().map(|(_, name)| name.as_str()))
             .collect();
         return Err(SfuError::MediaUnsupported(format!(
             "no offered codec is supported (offered: {}; supported: {})",
@@ -63,7 +63,10 @@ pub fn parse_answer(sdp: &str, max: usize) -> Result<SdpAnswer, SfuError> {
 struct Section {
     kind: String,
     port: u32,
-    codecs: Vec<String>,
+    /// The payload types of the `m=` line, in the offerer's order of preference.
+    formats: Vec<String>,
+    /// `a=rtpmap` payload types and encoding names, as they appear.
+    codecs: Vec<(String, String)>,
     /// `a=sendrecv` (the default), `a=sendonly`, `a=recvonly` or `a=inactive`.
     direction: &'static str,
 }
@@ -77,39 +80,21 @@ pub fn sends_media(sdp: &str) -> bool {
     })
 }
 
-/// The video codec an offer prefers: the first of its sending video m-line's payload
-/// types that the SFU forwards (`VP8` or `H264`, as written in `a=rtpmap`). The
-/// SFU's answer lists codecs in its own order, and browsers send the answer's first
+/// The video codec an offer prefers: the first payload type of its first video
+/// m-line that the SFU forwards (`VP8` or `H264`, from its `a=rtpmap`). The SFU's
+/// answer lists codecs in its own order, and browsers send the answer's first
 /// codec, so the participant's `Rtc` is built with this one first.
 pub fn preferred_video_codec(sdp: &str) -> Option<String> {
-    let mut in_video = false;
-    let mut order: Vec<String> = Vec::new();
-    let mut names: Vec<(String, String)> = Vec::new();
-    for line in sdp.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("m=") {
-            if in_video {
-                break;
-            }
-            let mut parts = rest.split_whitespace();
-            in_video = parts.next() == Some("video") && parts.next() != Some("0");
-            order = parts.skip(1).map(str::to_string).collect();
-        } else if let Some(rest) = line.strip_prefix("a=rtpmap:").filter(|_| in_video) {
-            let mut parts = rest.split_whitespace();
-            if let (Some(pt), Some(enc)) = (parts.next(), parts.next()) {
-                let name = enc
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase();
-                names.push((pt.to_string(), name));
-            }
-        }
-    }
-    order.iter().find_map(|pt| {
-        names
+    let video = media_sections(sdp)
+        .into_iter()
+        .find(|s| s.port != 0 && s.kind == "video")?;
+    video.formats.iter().find_map(|pt| {
+        video
+            .codecs
             .iter()
-            .find(|(p, n)| p == pt && matches!(n.as_str(), "VP8" | "H264"))
-            .map(|(_, n)| n.clone())
+            .find(|(p, _)| p == pt)
+            .map(|(_, name)| name.to_ascii_uppercase())
+            .filter(|name| matches!(name.as_str(), "VP8" | "H264"))
     })
 }
 
@@ -117,11 +102,11 @@ impl Section {
     fn usable(&self) -> bool {
         self.codecs
             .iter()
-            .any(|c| CODECS.iter().any(|s| s.eq_ignore_ascii_case(c)))
+            .any(|(_, c)| CODECS.iter().any(|s| s.eq_ignore_ascii_case(c)))
     }
 }
 
-/// `m=` sections with their port and rtpmap encoding names.
+/// `m=` sections with their port, payload types and rtpmap encoding names.
 fn media_sections(sdp: &str) -> Vec<Section> {
     let mut out: Vec<Section> = Vec::new();
     for line in sdp.lines().map(str::trim) {
@@ -129,9 +114,12 @@ fn media_sections(sdp: &str) -> Vec<Section> {
             let mut parts = rest.split_whitespace();
             let kind = parts.next().unwrap_or_default().to_string();
             let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            // After the port: the protocol, then the payload types.
+            let formats = parts.skip(1).map(str::to_string).collect();
             out.push(Section {
                 kind,
                 port,
+                formats,
                 codecs: Vec::new(),
                 direction: "sendrecv",
             });
@@ -143,13 +131,14 @@ fn media_sections(sdp: &str) -> Vec<Section> {
                 s.direction = dir;
             }
         } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
-            let name = rest
-                .split_whitespace()
-                .nth(1)
+            let mut parts = rest.split_whitespace();
+            let pt = parts.next().unwrap_or_default();
+            let name = parts
+                .next()
                 .and_then(|enc| enc.split('/').next())
                 .unwrap_or_default();
             if let Some(s) = out.last_mut() {
-                s.codecs.push(name.to_string());
+                s.codecs.push((pt.to_string(), name.to_string()));
             }
         }
     }
