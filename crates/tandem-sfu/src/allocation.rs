@@ -1,5 +1,6 @@
-//! Automatic simulcast layer choice, sans-IO: measures the bitrate (and, from VP8
-//! keyframes, the width) of every incoming layer, and for one subscriber picks per
+//! Automatic simulcast layer choice, sans-IO: measures the bitrate (and keeps the
+//! width its keyframes announce, see [`crate::payload::keyframe_width`]) of every
+//! incoming layer, and for one subscriber picks per
 //! simulcast track the best layer that fits its share of the subscriber's bandwidth
 //! estimate (str0m's TWCC BWE), never above the size the subscriber shows the video at
 //! (`max_width`, see [`cap_by_width`]).
@@ -75,15 +76,6 @@ impl LayerRates {
     pub fn forget(&mut self, track: TrackId) {
         self.meters.retain(|(t, _), _| *t != track);
     }
-}
-
-/// The width in a VP8 keyframe header (RFC 6386 9.1: a 3-byte frame tag whose low
-/// bit is 0 for keyframes, the start code 9d 01 2a, then 14 bits of width).
-pub fn vp8_keyframe_width(frame: &[u8]) -> Option<u32> {
-    if frame.len() < 10 || frame[0] & 1 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    Some(u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff))
 }
 
 /// The layers a subscriber showing the video `max_width` pixels wide can use: up to
@@ -226,16 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn vp8_keyframes_tell_the_width() {
-        // Frame tag (keyframe), start code, width 640 (0x0280), height 360.
-        let key = [
-            0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0,
-        ];
-        assert_eq!(vp8_keyframe_width(&key), Some(640));
-        let mut delta = key;
-        delta[0] |= 1;
-        assert_eq!(vp8_keyframe_width(&delta), None);
-        assert_eq!(vp8_keyframe_width(&key[..6]), None);
+    fn layer_widths_are_kept() {
         let mut r = LayerRates::default();
         r.on_width(TrackId(1), rid("h"), 640);
         assert_eq!(r.width(TrackId(1), rid("h")), Some(640));

@@ -56,7 +56,7 @@ pub struct Engine {
     layers: HashMap<(Pid, TrackId), LayerSelector>,
     /// Numbering and payload types per (subscriber, track).
     legs: HashMap<(Pid, TrackId), forward::Leg>,
-    /// (subscriber, video track) pairs that dropped a frame (send queue over
+    /// (subscriber, video track) pairs that dropped a packet (send queue over
     /// `max_send_queue_ms`) and wait for a keyframe before forwarding again.
     resync: HashSet<(Pid, TrackId)>,
     /// (subscriber, track) pairs the subscriber turned off.

@@ -88,10 +88,19 @@ pub fn vp8_frame(payload: &[u8]) -> Option<&[u8]> {
 /// header, or an H.264 SPS (alone or in a STAP-A).
 pub fn keyframe_width(kind: PayloadKind, payload: &[u8]) -> Option<u32> {
     match kind {
-        PayloadKind::Vp8 => crate::allocation::vp8_keyframe_width(vp8_frame(payload)?),
+        PayloadKind::Vp8 => vp8_keyframe_width(vp8_frame(payload)?),
         PayloadKind::H264 => h264_nals(payload).find_map(crate::h264::sps_width),
         PayloadKind::Plain => None,
     }
+}
+
+/// The width in a VP8 keyframe header (RFC 6386 9.1: a 3-byte frame tag whose low
+/// bit is 0 for keyframes, the start code 9d 01 2a, then 14 bits of width).
+pub fn vp8_keyframe_width(frame: &[u8]) -> Option<u32> {
+    if frame.len() < 10 || frame[0] & 1 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    Some(u32::from(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff))
 }
 
 /// The NAL units of a single-NAL or STAP-A payload (an FU-A fragment is none).
@@ -182,6 +191,19 @@ mod tests {
             assert!(!i.keyframe_start && i.vp8.is_none(), "prefix {n}");
             assert!(vp8_frame(&p[..n]).is_none(), "prefix {n}");
         }
+    }
+
+    #[test]
+    fn vp8_keyframes_tell_the_width() {
+        // Frame tag (keyframe), start code, width 640 (0x0280), height 360.
+        let key = [
+            0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0,
+        ];
+        assert_eq!(vp8_keyframe_width(&key), Some(640));
+        let mut delta = key;
+        delta[0] |= 1;
+        assert_eq!(vp8_keyframe_width(&delta), None);
+        assert_eq!(vp8_keyframe_width(&key[..6]), None);
     }
 
     #[test]
