@@ -82,6 +82,7 @@ async function sdkPage(server, identity, room, callOpts, { ttl } = {}) {
             if (s.kind === 'video') {
               m.frames += s.framesDecoded || 0;
               m.width = Math.max(m.width, s.frameWidth || 0);
+              m.codec = stats.get(s.codecId)?.mimeType;
             } else m.audio += s.packetsReceived || 0;
           }
           out[identity] = m;
@@ -352,15 +353,10 @@ try {
     simulcast: smallLayers(60, 150, 600),
   });
   const hview = await viewerPage(h264, 'hview', 'h264');
-  const hstate = () =>
-    hview.evaluate(async () => {
-      const pc = window.call.sfu?.pc;
-      if (!pc) return {};
-      const stats = [...(await pc.getStats()).values()];
-      const video = stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0);
-      const codec = stats.find((s) => s.id === video?.codecId)?.mimeType;
-      return { width: video?.frameWidth || 0, frames: video?.framesDecoded || 0, codec };
-    });
+  const hstate = async () => {
+    const { frames = 0, width = 0, codec } = (await media(hview)).peers.hpub || {};
+    return { frames, width, codec };
+  };
   const hup = await until(60000, async () => {
     const st = await hstate();
     return { ok: st.codec === 'video/H264' && st.width >= 640, st };
