@@ -24,6 +24,12 @@ pub struct SfuConfig {
     pub max_tracks_per_participant: usize,
     /// A participant whose ICE/DTLS has not connected by then is dropped.
     pub connect_timeout_ms: u64,
+    /// How long a connected participant whose ICE went `disconnected` (its
+    /// connectivity checks stopped arriving) is kept before its media session ends.
+    /// Nothing is forwarded to it meanwhile; when its checks come back (a brief
+    /// network drop, or datagrams the kernel dropped while the SFU was overloaded)
+    /// it resumes from the next keyframe. 0 ends it at once.
+    pub ice_disconnect_grace_ms: u64,
     /// Longest SDP accepted in `sfu_offer` / `sfu_answer`.
     pub max_sdp_bytes: usize,
     /// Fewest milliseconds between two keyframe requests sent to one publisher track.
@@ -61,6 +67,7 @@ impl Default for SfuConfig {
             max_participants_per_room: 50,
             max_tracks_per_participant: 8,
             connect_timeout_ms: 15_000,
+            ice_disconnect_grace_ms: 10_000,
             max_sdp_bytes: 32 * 1024,
             keyframe_request_interval_ms: 500,
             max_data_message_bytes: 64 * 1024,
@@ -85,6 +92,9 @@ impl SfuConfig {
         }
         if self.connect_timeout_ms < 1000 {
             return Err("sfu.connect_timeout_ms must be at least 1000".into());
+        }
+        if self.ice_disconnect_grace_ms > 300_000 {
+            return Err("sfu.ice_disconnect_grace_ms must be at most 300000 (5 minutes)".into());
         }
         if self.max_sdp_bytes < 1024 {
             return Err("sfu.max_sdp_bytes must be at least 1024".into());
@@ -156,6 +166,14 @@ mod tests {
             ..SfuConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("advertise_ips"));
+        let c = SfuConfig {
+            ice_disconnect_grace_ms: 600_000,
+            ..SfuConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("ice_disconnect_grace_ms"));
         let c = SfuConfig {
             max_tracks_per_participant: 0,
             ..SfuConfig::default()

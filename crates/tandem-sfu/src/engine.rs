@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 mod forward;
+mod ice_grace;
 mod layers;
 
 struct Entry {
@@ -52,6 +53,9 @@ pub struct Engine {
     connecting: BTreeSet<Pid>,
     /// Participants that may need a new server offer.
     renegotiate: BTreeSet<Pid>,
+    /// Connected participants whose ICE went `disconnected`, since when: kept for
+    /// `ice_disconnect_grace_ms`, forwarded nothing meanwhile (module `ice_grace`).
+    ice_lost: HashMap<Pid, Instant>,
     /// Simulcast layer choice per (subscriber, track).
     layers: HashMap<(Pid, TrackId), LayerSelector>,
     /// Numbering and payload types per (subscriber, track).
@@ -102,6 +106,7 @@ impl Engine {
             deadlines: BTreeSet::new(),
             connecting: BTreeSet::new(),
             renegotiate: BTreeSet::new(),
+            ice_lost: HashMap::new(),
             layers: HashMap::new(),
             legs: HashMap::new(),
             resync: HashSet::new(),
@@ -471,6 +476,7 @@ impl Engine {
         self.connecting.remove(&pid);
         self.dirty.remove(&pid);
         self.renegotiate.remove(&pid);
+        self.ice_lost.remove(&pid);
         let (gone, _) = self.router.leave(pid);
         if let Some((d, _)) = self.speakers.get_mut(&p.room) {
             d.forget(pid);
@@ -601,6 +607,7 @@ impl Engine {
                 self.dirty.insert(pid);
             }
         }
+        next = next.min(self.end_lost_ice(now));
         if now >= self.next_allocation {
             self.next_allocation = now + ALLOCATION_INTERVAL;
             self.allocate_layers(now);
@@ -911,11 +918,11 @@ impl Engine {
                 self.push_speakers_to(pid, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                if let Some(e) = self.entries.get_mut(&pid) {
-                    e.participant
-                        .end(Ended::Disconnected("ICE disconnected".into()));
-                }
+                self.ice_disconnected(pid, now);
             }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed,
+            ) => self.ice_restored(pid, now),
             Event::MediaAdded(added) if added.direction.is_receiving() => {
                 let Some(entry) = self.entries.get(&pid) else {
                     return;

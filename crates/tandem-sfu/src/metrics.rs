@@ -36,6 +36,10 @@ pub struct SfuMetrics {
     /// `Rtc` calls that panicked (the participant is dropped, the SFU goes on).
     pub panics: AtomicU64,
     pub connect_timeouts: AtomicU64,
+    /// Connected participants whose ICE went `disconnected` (the grace period began).
+    pub ice_disconnects: AtomicU64,
+    /// Of those, the ones whose ICE came back within the grace period.
+    pub ice_reconnects: AtomicU64,
     /// Packets not forwarded to a subscriber because its send queue was over
     /// `max_send_queue_ms` (and, for video, the packets after it until a keyframe).
     pub media_drops: AtomicU64,
@@ -89,6 +93,8 @@ impl SfuMetrics {
             ("tandem_sfu_send_drops_total", &self.send_drops),
             ("tandem_sfu_panics_total", &self.panics),
             ("tandem_sfu_connect_timeouts_total", &self.connect_timeouts),
+            ("tandem_sfu_ice_disconnects_total", &self.ice_disconnects),
+            ("tandem_sfu_ice_reconnects_total", &self.ice_reconnects),
             ("tandem_sfu_media_drops_total", &self.media_drops),
         ];
         for (name, v) in counters {

@@ -396,7 +396,12 @@ async fn participant_that_never_connects_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_peer_is_dropped_with_its_tracks() {
-    let sfu = Sfu::start(config()).await.unwrap();
+    let sfu = Sfu::start(SfuConfig {
+        ice_disconnect_grace_ms: 1000,
+        ..config()
+    })
+    .await
+    .unwrap();
     let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
     let mut y = Member::join(&sfu, "CY", 0x22, true).await;
     let ok = run_until(
@@ -428,6 +433,61 @@ async fn vanished_peer_is_dropped_with_its_tracks() {
         "{last:?}"
     );
     assert_eq!(sfu.metrics().participants.load(Relaxed), 1);
+    assert_eq!(sfu.metrics().ice_disconnects.load(Relaxed), 1);
+    assert_eq!(sfu.metrics().ice_reconnects.load(Relaxed), 0);
+}
+
+/// A publisher whose connectivity checks stop for a while (a network drop, or an
+/// overloaded SFU whose kernel dropped them) is kept through the grace period, and
+/// its media reaches the subscriber again once its checks come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_whose_ice_comes_back_within_the_grace_period_keeps_its_session() {
+    let sfu = Sfu::start(SfuConfig {
+        ice_disconnect_grace_ms: 60_000,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut a = Member::join(&sfu, "CA", 0xA1, false).await;
+    let mut y = Member::join(&sfu, "CY", 0x22, true).await;
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut y],
+        Duration::from_secs(10),
+        true,
+        |m| m[0].peer.got_from(MediaKind::Video, 0x22) >= 3,
+    )
+    .await;
+    assert!(ok, "a receives y first");
+    // Y goes silent (not driven) until the SFU notices its ICE is gone.
+    let m = sfu.metrics();
+    let t0 = Instant::now();
+    let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(60), false, |_| {
+        m.ice_disconnects.load(Relaxed) == 1
+    })
+    .await;
+    assert!(ok, "the SFU sees Y's ICE disconnect");
+    eprintln!("ICE disconnect noticed after {:?}", t0.elapsed());
+    assert_eq!(m.participants.load(Relaxed), 2, "Y is kept");
+    assert!(
+        !a.tracks.is_empty(),
+        "Y's tracks stay while it may come back"
+    );
+    // Y is back: its checks and media resume, and so does forwarding.
+    let before = a.peer.got_from(MediaKind::Video, 0x22);
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut y],
+        Duration::from_secs(20),
+        true,
+        |m| m[0].peer.got_from(MediaKind::Video, 0x22) >= before + 3,
+    )
+    .await;
+    assert!(ok, "a receives y's video again");
+    assert_eq!(m.ice_reconnects.load(Relaxed), 1);
+    assert_eq!(m.participants.load(Relaxed), 2);
+    assert_eq!(y.closed, None);
+    assert_eq!(a.closed, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,7 @@ impl Engine {
         let mut want_layer: Option<Rid> = None;
         let mut resync_layer: Option<Option<Rid>> = None;
         for (sub, mid) in routes {
-            if self.paused.contains(&(sub, track)) {
+            if self.paused.contains(&(sub, track)) || self.ice_lost.contains_key(&sub) {
                 continue;
             }
             let selector = self
