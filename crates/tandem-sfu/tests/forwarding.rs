@@ -394,15 +394,16 @@ async fn participant_that_never_connects_is_dropped() {
     assert!(a.tracks.is_empty(), "Z never published: {:?}", a.tracks);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vanished_peer_is_dropped_with_its_tracks() {
+/// An SFU with `ice_disconnect_grace_ms = grace_ms`, and two members: A (publishing
+/// when `a_publishes`) already receiving Y's video.
+async fn a_receiving_y(grace_ms: u64, a_publishes: bool) -> (Sfu, Member, Member) {
     let sfu = Sfu::start(SfuConfig {
-        ice_disconnect_grace_ms: 1000,
+        ice_disconnect_grace_ms: grace_ms,
         ..config()
     })
     .await
     .unwrap();
-    let mut a = Member::join(&sfu, "CA", 0xA1, true).await;
+    let mut a = Member::join(&sfu, "CA", 0xA1, a_publishes).await;
     let mut y = Member::join(&sfu, "CY", 0x22, true).await;
     let ok = run_until(
         &sfu,
@@ -413,6 +414,12 @@ async fn vanished_peer_is_dropped_with_its_tracks() {
     )
     .await;
     assert!(ok, "a receives y first");
+    (sfu, a, y)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_peer_is_dropped_with_its_tracks() {
+    let (sfu, mut a, y) = a_receiving_y(1000, true).await;
     // Y vanishes without a word: its peer is no longer driven.
     let t0 = Instant::now();
     let ok = run_until(&sfu, &mut [&mut a], Duration::from_secs(60), true, |m| {
@@ -442,23 +449,7 @@ async fn vanished_peer_is_dropped_with_its_tracks() {
 /// its media reaches the subscriber again once its checks come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_whose_ice_comes_back_within_the_grace_period_keeps_its_session() {
-    let sfu = Sfu::start(SfuConfig {
-        ice_disconnect_grace_ms: 60_000,
-        ..config()
-    })
-    .await
-    .unwrap();
-    let mut a = Member::join(&sfu, "CA", 0xA1, false).await;
-    let mut y = Member::join(&sfu, "CY", 0x22, true).await;
-    let ok = run_until(
-        &sfu,
-        &mut [&mut a, &mut y],
-        Duration::from_secs(10),
-        true,
-        |m| m[0].peer.got_from(MediaKind::Video, 0x22) >= 3,
-    )
-    .await;
-    assert!(ok, "a receives y first");
+    let (sfu, mut a, mut y) = a_receiving_y(60_000, false).await;
     // Y goes silent (not driven) until the SFU notices its ICE is gone.
     let m = sfu.metrics();
     let t0 = Instant::now();
