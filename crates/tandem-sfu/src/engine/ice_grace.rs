@@ -22,13 +22,13 @@ impl Engine {
     }
 
     /// ICE of `pid` went `disconnected`: start its grace period (or end it, with no
-    /// grace configured).
+    /// grace configured or before it ever connected).
     pub(super) fn ice_disconnected(&mut self, pid: Pid, now: Instant) {
         let grace = self.ice_grace();
         let Some(e) = self.entries.get_mut(&pid) else {
             return;
         };
-        if grace.is_zero() {
+        if grace.is_zero() || !e.participant.connected {
             e.participant
                 .end(Ended::Disconnected("ICE disconnected".into()));
             return;
