@@ -335,6 +335,14 @@ impl Engine {
         Ok(())
     }
 
+    /// The simulcast layer subscriber `sub` gets of `track`, or is switching to: the
+    /// one to ask a keyframe of on its behalf.
+    fn wanted_layer(&self, sub: Pid, track: TrackId) -> Option<Rid> {
+        self.layers
+            .get(&(sub, track))
+            .and_then(|s| s.pending_switch().or(s.current()))
+    }
+
     /// Asks publisher `owner` for a keyframe on `mid` (layer `rid`), throttled.
     fn ask_keyframe(
         &mut self,
@@ -981,11 +989,7 @@ impl Engine {
                     return;
                 };
                 let (owner, mid, id) = (track.owner, track.mid, track.id);
-                // Ask for the layer this subscriber gets (or is switching to).
-                let rid = self
-                    .layers
-                    .get(&(pid, id))
-                    .and_then(|s| s.pending_switch().or(s.current()));
+                let rid = self.wanted_layer(pid, id);
                 self.ask_keyframe(owner, mid, rid, req.kind, now);
             }
             _ => {}

@@ -69,10 +69,7 @@ impl Engine {
             .collect();
         for (track, owner, mid) in video {
             self.resync.insert((pid, track));
-            let rid = self
-                .layers
-                .get(&(pid, track))
-                .and_then(|s| s.pending_switch().or(s.current()));
+            let rid = self.wanted_layer(pid, track);
             self.ask_keyframe(owner, mid, rid, KeyframeRequestKind::Pli, now);
         }
     }
