@@ -481,6 +481,42 @@ async fn peer_whose_ice_comes_back_within_the_grace_period_keeps_its_session() {
     assert_eq!(a.closed, None);
 }
 
+/// A subscriber whose ICE is lost is forwarded nothing during the grace period, and
+/// gets video again (from a requested keyframe) once its checks come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_forwarded_to_a_subscriber_in_its_grace_period() {
+    let (sfu, mut a, mut y) = a_receiving_y(60_000, false).await;
+    let m = sfu.metrics();
+    // A goes silent while Y keeps publishing.
+    let ok = run_until(&sfu, &mut [&mut y], Duration::from_secs(60), true, |_| {
+        m.ice_disconnects.load(Relaxed) == 1
+    })
+    .await;
+    assert!(ok, "the SFU sees A's ICE disconnect");
+    let forwarded = m.media_packets_forwarded.load(Relaxed);
+    let keyframes = m.keyframe_requests.load(Relaxed);
+    run_for(&sfu, &mut [&mut y], Duration::from_secs(2)).await;
+    assert_eq!(
+        m.media_packets_forwarded.load(Relaxed),
+        forwarded,
+        "nothing goes to A while its ICE is lost"
+    );
+    // A is back: forwarding resumes from a keyframe the SFU asks Y for.
+    let before = a.peer.got_from(MediaKind::Video, 0x22);
+    let ok = run_until(
+        &sfu,
+        &mut [&mut a, &mut y],
+        Duration::from_secs(20),
+        true,
+        |m| m[0].peer.got_from(MediaKind::Video, 0x22) >= before + 3,
+    )
+    .await;
+    assert!(ok, "a receives y's video again");
+    assert_eq!(m.ice_reconnects.load(Relaxed), 1);
+    assert!(m.keyframe_requests.load(Relaxed) > keyframes);
+    assert_eq!(a.closed, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_levels_make_active_speaker_pushes() {
     let sfu = Sfu::start(config()).await.unwrap();
