@@ -305,20 +305,26 @@ try {
     candidates.every((c) => c.local === 'relay' && c.turnUrls.includes(c.url) && c.remote === 'host'),
     candidates,
   );
-  const turnMetrics = await relayed.metrics();
-  const counter = (name, labels = '') =>
-    [...turnMetrics.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\d+)`, 'gm'))]
+  // The counters are read until they show the media in both directions: sampled
+  // once, right after the first decoded frames, they may not have caught up yet.
+  const counter = (text, name, labels = '') =>
+    [...text.matchAll(new RegExp(`^${name}(\\{[^}]*\\})? (\\d+)`, 'gm'))]
       .filter((m) => (m[1] || '').includes(labels))
       .reduce((a, m) => a + Number(m[2]), 0);
-  const turnCounts = {
-    allocations: counter('tandem_turn_allocations_total'),
-    toSfu: counter('tandem_turn_relayed_bytes_total', 'to_peer'),
-    fromSfu: counter('tandem_turn_relayed_bytes_total', 'to_client'),
-    denied: counter('tandem_turn_denied_peer_total'),
-  };
+  const turnCounts = await until(15000, async () => {
+    const text = await relayed.metrics();
+    const counts = {
+      allocations: counter(text, 'tandem_turn_allocations_total'),
+      toSfu: counter(text, 'tandem_turn_relayed_bytes_total', 'to_peer'),
+      fromSfu: counter(text, 'tandem_turn_relayed_bytes_total', 'to_client'),
+      denied: counter(text, 'tandem_turn_denied_peer_total'),
+    };
+    const ok = counts.allocations >= 2 && counts.toSfu > 20000 && counts.fromSfu > 20000 && counts.denied === 0;
+    return { ok, ...counts };
+  });
   check(
     'the TURN server allocated the relays and carried the media both ways, never refusing the SFU',
-    turnCounts.allocations >= 2 && turnCounts.toSfu > 20000 && turnCounts.fromSfu > 20000 && turnCounts.denied === 0,
+    turnCounts.ok,
     turnCounts,
   );
   // A token refresh brings new TURN credentials (the REST username carries their
